@@ -1,0 +1,31 @@
+"""DVC stage `validate`: judge every file under data.path with a Great Expectations suite."""
+from pathlib import Path
+
+from wastesort import artifacts, config, stage
+from wastesort.validation import check_config, validate
+
+OUT_DIR = Path("data/validated")
+REPORT_DIR = Path("reports/validation")
+METRICS = Path("metrics/validation.json")
+
+
+def main() -> None:
+    params = config.load_params()
+    cfg = config.section(params, "validate")
+    check_config(cfg)
+    root = config.data_root(params)
+    outcome = validate(root, config.configured_classes(params), cfg, REPORT_DIR)
+    artifacts.write_csv(OUT_DIR / "manifest.csv", outcome.manifest)
+    artifacts.write_csv(OUT_DIR / "rejected.csv", outcome.rejected)
+    artifacts.write_json(METRICS, outcome.summary)
+    (REPORT_DIR / "report.md").write_text(outcome.report)
+    s = outcome.summary
+    print(f"validate: {s['accepted']} accepted, {s['rejected']} rejected, "
+          f"{s['cross_class_duplicate_groups']} cross-class duplicate groups, "
+          f"{s['ignored']} ignored; report: {REPORT_DIR / 'report.md'}")
+    if not outcome.can_train:
+        raise stage.StageFailed("data cannot train: " + "; ".join(outcome.problems))
+
+
+if __name__ == "__main__":
+    stage.run("validate", main)

@@ -1,0 +1,1 @@
+"""wastesort: waste photos in, gated and served classifier out."""

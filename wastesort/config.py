@@ -1,0 +1,54 @@
+"""Parameters and paths shared by every stage, the service and the CLI.
+
+Every knob lives in ``params.yaml`` (DVC's params file) so ``dvc exp run -S key=value``
+reaches it; code reads it through here and never hard-codes a class list.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PARAMS_FILE = Path("params.yaml")
+
+
+class ConfigError(ValueError):
+    """A parameter or input path is unusable; the message names it."""
+
+
+def load_params(path: str | os.PathLike = PARAMS_FILE) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: params file not found (run from the repo root)")
+    with path.open() as fh:
+        params = yaml.safe_load(fh) or {}
+    if not isinstance(params, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections, got {type(params).__name__}")
+    return params
+
+
+def section(params: dict[str, Any], name: str) -> dict[str, Any]:
+    value = params.get(name)
+    if not isinstance(value, dict):
+        raise ConfigError(f"params.yaml: section '{name}' is missing or not a mapping")
+    return value
+
+
+def data_root(params: dict[str, Any]) -> Path:
+    return Path(str(section(params, "data").get("path", "data/raw"))).expanduser()
+
+
+def is_hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
+def configured_classes(params: dict[str, Any]) -> list[str]:
+    """The class list from params; empty means "every sub-folder of the data folder"."""
+    classes = section(params, "data").get("classes") or []
+    if not isinstance(classes, list) or not all(isinstance(c, str) and c for c in classes):
+        raise ConfigError("params.yaml: data.classes must be a list of folder names (or [])")
+    if len(set(classes)) != len(classes):
+        raise ConfigError(f"params.yaml: data.classes has repeated names: {classes}")
+    return list(classes)

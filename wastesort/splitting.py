@@ -1,0 +1,41 @@
+"""Seeded, stratified train/val/test split of the validated manifest.
+
+Byte-identical files share a group and a split, so no image can leak from train into test.
+"""
+from __future__ import annotations
+
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from wastesort.config import ConfigError
+
+SPLITS = ("train", "val", "test")
+SPLIT_COLUMNS = ["path", "label", "sha256"]
+
+
+def split_manifest(manifest: pd.DataFrame, val_fraction: float, test_fraction: float,
+                   seed: int) -> dict[str, pd.DataFrame]:
+    if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise ConfigError("params.yaml: split.val_fraction and split.test_fraction must be in "
+                          f"(0, 1) with a sum under 1, got {val_fraction} and {test_fraction}")
+    ordered = manifest.sort_values("path").reset_index(drop=True)
+    groups = ordered.drop_duplicates("sha256")[["sha256", "label"]]
+    try:
+        rest, test = train_test_split(groups, test_size=test_fraction, random_state=seed,
+                                      stratify=groups["label"])
+        train, val = train_test_split(rest, test_size=val_fraction / (1 - test_fraction),
+                                      random_state=seed, stratify=rest["label"])
+    except ValueError as exc:
+        counts = groups["label"].value_counts().to_dict()
+        raise ConfigError(f"cannot stratify {len(groups)} images ({counts}) into "
+                          f"train/val/test with these fractions: {exc}") from None
+    split_of = {sha: name for name, part in zip(SPLITS, (train, val, test)) for sha in part["sha256"]}
+    ordered["split"] = ordered["sha256"].map(split_of)
+    return {name: ordered.loc[ordered["split"] == name, SPLIT_COLUMNS]
+            .sort_values(["label", "path"]).reset_index(drop=True) for name in SPLITS}
+
+
+def split_counts(splits: dict[str, pd.DataFrame]) -> dict[str, dict[str, int]]:
+    return {name: {"total": int(len(frame)),
+                   **{k: int(v) for k, v in frame["label"].value_counts().sort_index().items()}}
+            for name, frame in splits.items()}
