@@ -20,11 +20,12 @@ def split_manifest(manifest: pd.DataFrame, val_fraction: float, test_fraction: f
                           f"(0, 1) with a sum under 1, got {val_fraction} and {test_fraction}")
     ordered = manifest.sort_values("path").reset_index(drop=True)
     groups = ordered.drop_duplicates("sha256")[["sha256", "label"]]
+    n_test, n_val = round(test_fraction * len(groups)), round(val_fraction * len(groups))
     try:
-        rest, test = train_test_split(groups, test_size=test_fraction, random_state=seed,
+        rest, test = train_test_split(groups, test_size=n_test, random_state=seed,
                                       stratify=groups["label"])
-        train, val = train_test_split(rest, test_size=val_fraction / (1 - test_fraction),
-                                      random_state=seed, stratify=rest["label"])
+        train, val = train_test_split(rest, test_size=n_val, random_state=seed,
+                                      stratify=rest["label"])
     except ValueError as exc:
         counts = groups["label"].value_counts().to_dict()
         raise ConfigError(f"cannot stratify {len(groups)} images ({counts}) into "

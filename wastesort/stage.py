@@ -22,6 +22,7 @@ def run(name: str, main: Callable[[], None]) -> None:
     from wastesort.validation import DataCannotTrain
 
     logging.basicConfig(level=logging.INFO, format=f"{name}: %(message)s")
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
     try:
         main()
     except (ConfigError, DataCannotTrain, StageFailed) as exc:

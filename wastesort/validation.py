@@ -13,7 +13,6 @@ import logging
 import shutil
 import tempfile
 import warnings
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -205,15 +204,25 @@ class SuiteRun:
     result: dict[str, Any]  # GE's own validation result, JSON-ready
 
 
-def run_suites(tables: dict[str, tuple[pd.DataFrame, list]], workdir: Path, key: str) -> SuiteRun:
-    """Validate each table with its suite in one GE checkpoint; Data Docs land in ``workdir``."""
+def gx_context(workdir: Path):
+    """A throwaway file-backed GE project, so Data Docs can be built and copied out."""
     import great_expectations as gx
+
+    from great_expectations.data_context.types.base import ProgressBarsConfig
 
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
     context = gx.get_context(mode="file", project_root_dir=str(workdir))
-    source = context.data_sources.add_pandas("wastesort")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)  # ours is enough
+    return context
+
+
+def run_suites(context, tables: dict[str, tuple[pd.DataFrame, list]], key: str) -> SuiteRun:
+    """Validate each table with its suite through a GE checkpoint that updates Data Docs."""
+    import great_expectations as gx
+
     definitions, frames = [], {}
     for name, (frame, expectations) in tables.items():
+        source = context.data_sources.add_pandas(f"{name}_source")
         asset = source.add_dataframe_asset(name=name)
         batch = asset.add_batch_definition_whole_dataframe(f"{name}_all")
         suite = context.suites.add(gx.ExpectationSuite(name=f"{name}_suite"))
@@ -273,16 +282,17 @@ def validate(root: Path, classes: list[str], cfg: dict[str, Any], docs_dir: Path
     scan = scan_folder(root, classes)
     facts = build_facts(scan, max_pixels)
     with tempfile.TemporaryDirectory() as tmp:
-        file_run = run_suites({"files": (facts, file_expectations(max_pixels, min_side))},
-                              Path(tmp), "path")
+        context = gx_context(Path(tmp))
+        file_run = run_suites(context, {"files": (facts, file_expectations(max_pixels, min_side))},
+                              "path")
         facts["reason"] = verdicts(facts, file_run.failures.get("files", []))
         accepted = facts[facts["reason"] == ""]
         per_class = pd.DataFrame({
             "label": scan.classes,
             "folder_exists": [c not in scan.missing_classes for c in scan.classes],
             "accepted": [int((accepted["label"] == c).sum()) for c in scan.classes]})
-        class_run = run_suites({"classes": (per_class, class_expectations(min_images))},
-                               Path(tmp), "label")
+        class_run = run_suites(context, {"classes": (per_class, class_expectations(min_images))},
+                               "label")
         problems = [f["reason"].format(**row) for f in class_run.failures.get("classes", [])
                     for row in _rows_for(per_class, f)]
         write_docs(Path(tmp), docs_dir, {**file_run.result, **class_run.result})

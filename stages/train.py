@@ -1,0 +1,63 @@
+"""DVC stage `train`: fit the classifier's top on cached features, tracked in MLflow."""
+import json
+from pathlib import Path
+
+from wastesort import artifacts, config, stage
+
+FEATURES = Path("data/features")
+MODEL_DIR = Path("models")
+
+
+def main() -> None:
+    stage.quiet_tensorflow()
+    params = config.load_params()
+    cfg = config.section(params, "train")
+    import mlflow
+
+    from wastesort import features, tracking, training
+    from wastesort.model import BackboneSpec, build_classifier, parameter_counts
+
+    train, val = features.load(FEATURES / "train.npz"), features.load(FEATURES / "val.npz")
+    classes = training.class_order(config.configured_classes(params), train["labels"])
+    spec = BackboneSpec.from_params({**config.section(params, "backbone"),
+                                     "fine_tune_layers": cfg["fine_tune_layers"]})
+    clf = build_classifier(len(classes), spec, int(cfg["dense_units"]), float(cfg["dropout"]),
+                           int(cfg["seed"]))
+    counts = parameter_counts(clf.model)
+    print("train: parameters " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
+    tracking.configure(config.section(params, "mlflow")["experiment"])
+    with mlflow.start_run() as run:
+        mlflow.log_params(tracking.flatten(params))
+        mlflow.set_tags(tracking.run_tags(params))
+        mlflow.log_metrics({k: float(v) for k, v in counts.items()})
+        validation = artifacts.read_json("metrics/validation.json")
+        mlflow.log_metrics({f"data.{k}": float(v) for k, v in validation.items()
+                            if isinstance(v, (int, float))})
+        mlflow.log_dict(validation, "data/validation_summary.json")
+        result = training.fit(
+            clf, (train["features"], training.encode_labels(train["labels"], classes, "train")),
+            (val["features"], training.encode_labels(val["labels"], classes, "val")),
+            cfg, float(cfg["fine_tune_lr"]), int(cfg["fine_tune_epochs"]),
+            Path("metrics/train_history.csv"), [tracking.epoch_metrics_callback()])
+        MODEL_DIR.mkdir(exist_ok=True)
+        clf.model.save(MODEL_DIR / "model.keras")
+        (MODEL_DIR / "labels.json").write_text(json.dumps(classes, indent=2) + "\n")
+        summary = {"best_val_accuracy": round(result.best_val_accuracy, 6),
+                   "epochs_run": result.epochs_run, "n_train_features": int(len(train["labels"])),
+                   **counts}
+        artifacts.write_json("metrics/train.json", summary)
+        mlflow.log_metric("best_val_accuracy", result.best_val_accuracy)
+        mlflow.log_artifact("metrics/train_history.csv", "plots")
+        info = mlflow.keras.log_model(clf.model, name="model",
+                                      signature=tracking.model_signature(len(classes)),
+                                      metadata={"labels": classes},
+                                      pip_requirements=tracking.pip_requirements())
+        artifacts.write_json(tracking.RUN_FILE, {"run_id": run.info.run_id,
+                                                 "model_uri": info.model_uri,
+                                                 "experiment_id": run.info.experiment_id})
+    print(f"train: best val accuracy {result.best_val_accuracy:.4f}; model {MODEL_DIR}/model.keras; "
+          f"MLflow run {run.info.run_id}")
+
+
+if __name__ == "__main__":
+    stage.run("train", main)

@@ -1,0 +1,107 @@
+"""Seeded augmentation of the train split, as a plan of explicit transforms.
+
+The ``augment`` stage draws every variant's transform once (a CSV anyone can read and diff);
+``features`` applies the plan to decoded, resized originals in batches, straight into the frozen
+trunk. No variant is written as an image: that saves a JPEG round trip per variant and hundreds
+of megabytes of DVC cache, and the same plan always gives the same pixels.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from wastesort.config import ConfigError
+
+PLAN_COLUMNS = ["path", "label", "variant", "flip_h", "flip_v", "rotation", "shift_x", "shift_y",
+                "shear", "zoom", "brightness", "contrast"]
+RANGE_KEYS = ("rotation_degrees", "width_shift", "height_shift", "shear_degrees", "zoom",
+              "brightness", "contrast")
+
+
+def check_config(cfg: dict[str, Any]) -> None:
+    if int(cfg.get("variants_per_image", 0)) < 0:
+        raise ConfigError("params.yaml: augment.variants_per_image must be >= 0")
+    for key in RANGE_KEYS:
+        value = cfg.get(key)
+        if not isinstance(value, (int, float)) or value < 0:
+            raise ConfigError(f"params.yaml: augment.{key} must be a number >= 0, got {value!r}")
+    for key in ("zoom", "brightness", "contrast", "width_shift", "height_shift"):
+        if cfg[key] >= 1:
+            raise ConfigError(f"params.yaml: augment.{key} is a fraction and must be < 1")
+
+
+def make_plan(train: pd.DataFrame, cfg: dict[str, Any]) -> pd.DataFrame:
+    """Draw ``variants_per_image`` random transforms per train image, from ``augment.seed``."""
+    check_config(cfg)
+    rng = np.random.default_rng(int(cfg["seed"]))
+    ordered = train.sort_values("path").reset_index(drop=True)
+    k, n = int(cfg["variants_per_image"]), len(ordered)
+    size = n * k
+
+    def uniform(half_width: float) -> np.ndarray:
+        return rng.uniform(-half_width, half_width, size)
+
+    plan = pd.DataFrame({
+        "path": np.repeat(ordered["path"].to_numpy(), k),
+        "label": np.repeat(ordered["label"].to_numpy(), k),
+        "variant": np.tile(np.arange(1, k + 1), n),
+        "flip_h": rng.random(size) < (0.5 if cfg["horizontal_flip"] else 0.0),
+        "flip_v": rng.random(size) < (0.5 if cfg["vertical_flip"] else 0.0),
+        "rotation": uniform(cfg["rotation_degrees"]),
+        "shift_x": uniform(cfg["width_shift"]),
+        "shift_y": uniform(cfg["height_shift"]),
+        "shear": uniform(cfg["shear_degrees"]),
+        "zoom": 1.0 + uniform(cfg["zoom"]),
+        "brightness": 1.0 + uniform(cfg["brightness"]),
+        "contrast": 1.0 + uniform(cfg["contrast"]),
+    }, columns=PLAN_COLUMNS)
+    return plan.round(6)
+
+
+def inverse_affine(row: dict[str, Any], size: int) -> list[float]:
+    """Keras ``affine_transform`` vector (output pixel -> input pixel) for one plan row."""
+    theta, shear = math.radians(row["rotation"]), math.radians(row["shear"])
+    fx = -1.0 if row["flip_h"] else 1.0
+    fy = -1.0 if row["flip_v"] else 1.0
+    rot = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
+    shear_m = np.array([[1.0, math.tan(shear)], [0.0, 1.0]])
+    forward = rot @ shear_m @ np.diag([row["zoom"] * fx, row["zoom"] * fy])
+    inverse = np.linalg.inv(forward)
+    centre = np.array([(size - 1) / 2.0] * 2)
+    shift = np.array([row["shift_x"], row["shift_y"]]) * size
+    offset = centre - inverse @ (centre + shift)
+    return [inverse[0, 0], inverse[0, 1], offset[0], inverse[1, 0], inverse[1, 1], offset[1],
+            0.0, 0.0]
+
+
+def apply_plan(images: np.ndarray, rows: list[dict[str, Any]], fill_mode: str) -> np.ndarray:
+    """Apply plan rows to a batch of square float images in [0, 255] (one row per image)."""
+    from keras import ops
+
+    size = images.shape[1]
+    transforms = np.array([inverse_affine(r, size) for r in rows], dtype=np.float32)
+    out = ops.image.affine_transform(images, transforms, interpolation="bilinear",
+                                     fill_mode=fill_mode)
+    out = np.asarray(out)
+    contrast = np.array([r["contrast"] for r in rows], np.float32)[:, None, None, None]
+    brightness = np.array([r["brightness"] for r in rows], np.float32)[:, None, None, None]
+    mean = out.mean(axis=(1, 2, 3), keepdims=True)
+    out = ((out - mean) * contrast + mean) * brightness
+    return np.clip(out, 0.0, 255.0)
+
+
+def read_plan(path) -> pd.DataFrame:
+    """The plan CSV with its numeric and boolean columns typed again."""
+    from wastesort.artifacts import read_manifest
+
+    plan = read_manifest(path, tuple(PLAN_COLUMNS))
+    plan["variant"] = plan["variant"].astype(int)
+    for column in PLAN_COLUMNS[3:]:
+        if column.startswith("flip"):
+            plan[column] = plan[column] == "True"
+        else:
+            plan[column] = plan[column].astype(float)
+    return plan

@@ -1,0 +1,136 @@
+"""The classifier: raw RGB pixels in, class probabilities out, preprocessing inside the model.
+
+The frozen part of MobileNetV2 (everything below the top ``fine_tune_layers`` layers) is the
+*trunk*; what sits above it (those top layers, pooling and the Dense head) is the *top*. The
+trunk's output for every image is computed once and cached (see ``features``), so training
+only ever runs the small top.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+
+from wastesort.config import ConfigError
+
+BACKBONE_NAME = "mobilenetv2_1.00_224"
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    image_size: int = 224
+    weights: str | None = "imagenet"  # "imagenet", a local .h5 path, or None for random
+    fine_tune_layers: int = 0  # top K backbone layers above the cached cut (0: none)
+
+    @classmethod
+    def from_params(cls, cfg: dict[str, Any]) -> BackboneSpec:
+        weights = cfg.get("weights", "imagenet")
+        if weights in (None, "none", "None", ""):
+            weights = None
+        k = int(cfg.get("fine_tune_layers", 0))
+        if k < 0:
+            raise ConfigError("params.yaml: train.fine_tune_layers must be >= 0")
+        return cls(int(cfg.get("image_size", 224)), weights, k)
+
+
+def preprocessing(spec: BackboneSpec) -> list[keras.layers.Layer]:
+    """Resize (bilinear, whole image) then MobileNetV2's scaling of [0, 255] to [-1, 1]."""
+    return [keras.layers.Resizing(spec.image_size, spec.image_size, name="resize"),
+            keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="scale_to_unit_range")]
+
+
+def backbone(spec: BackboneSpec) -> keras.Model:
+    size = spec.image_size
+    net = keras.applications.MobileNetV2(input_shape=(size, size, 3), include_top=False,
+                                         weights=spec.weights)
+    net.trainable = False
+    return net
+
+
+def split_backbone(net: keras.Model, k: int) -> tuple[keras.Model, keras.Model | None]:
+    """Cut the backbone below its top ``k`` layers: (frozen bottom, trainable top or None)."""
+    if k == 0:
+        return net, None
+    if k >= len(net.layers) - 1:
+        raise ConfigError(f"train.fine_tune_layers={k}: the backbone has only "
+                          f"{len(net.layers) - 1} layers")
+    cut = net.layers[-k - 1]
+    try:
+        top = keras.Model(cut.output, net.output, name="backbone_top")
+    except ValueError:
+        raise ConfigError(f"train.fine_tune_layers={k} cuts through a residual block at "
+                          f"layer '{cut.name}'; valid values include {valid_cuts(net)}") from None
+    bottom = keras.Model(net.input, cut.output, name="backbone_bottom")
+    return bottom, top
+
+
+def valid_cuts(net: keras.Model, up_to: int = 60) -> list[int]:
+    valid = [0]
+    for k in range(1, min(up_to, len(net.layers) - 1)):
+        try:
+            keras.Model(net.layers[-k - 1].output, net.output)
+            valid.append(k)
+        except ValueError:
+            continue
+    return valid
+
+
+@dataclass
+class Classifier:
+    """The deployable model plus the two views of it that training uses."""
+
+    model: keras.Model  # raw RGB (any size) -> probabilities
+    trunk: keras.Model  # preprocessed 224 px image -> cached features
+    top: keras.Model  # cached features -> probabilities (shares weights with ``model``)
+
+
+def build_classifier(n_classes: int, spec: BackboneSpec, dense_units: int = 128,
+                     dropout: float = 0.3, seed: int = 0) -> Classifier:
+    if n_classes < 2:
+        raise ConfigError(f"need at least 2 classes, got {n_classes}")
+    keras.utils.set_random_seed(seed)
+    net = backbone(spec)
+    bottom, top_backbone = split_backbone(net, spec.fine_tune_layers)
+    head = [keras.layers.GlobalAveragePooling2D(name="pool"),
+            keras.layers.Dense(dense_units, activation="relu", name="head_dense"),
+            keras.layers.Dropout(dropout, name="head_dropout"),
+            keras.layers.Dense(n_classes, activation="softmax", name="probabilities")]
+
+    def apply_top(x):
+        if top_backbone is not None:
+            x = top_backbone(x, training=False)  # BatchNorm stays in inference mode
+        for layer in head:
+            x = layer(x)
+        return x
+
+    image = keras.Input(shape=(None, None, 3), name="image")
+    x = image
+    for layer in preprocessing(spec):
+        x = layer(x)
+    features = bottom(x, training=False)
+    model = keras.Model(image, apply_top(features), name="wastesort_classifier")
+
+    trunk_in = keras.Input(shape=(spec.image_size, spec.image_size, 3), name="resized_image")
+    trunk = keras.Model(trunk_in, bottom(preprocessing(spec)[1](trunk_in), training=False),
+                        name="trunk")
+    feat_in = keras.Input(shape=tuple(bottom.output.shape[1:]), name="features")
+    top = keras.Model(feat_in, apply_top(feat_in), name="top")
+    return Classifier(model, trunk, top)
+
+
+def parameter_counts(model: keras.Model) -> dict[str, int]:
+    trainable = sum(int(w.numpy().size) for w in model.trainable_weights)
+    total = model.count_params()
+    return {"params_total": total, "params_trainable": trainable,
+            "params_frozen": total - trainable}
+
+
+def set_fine_tuning(classifier: Classifier, enabled: bool) -> None:
+    """Phase 2: unfreeze the backbone layers above the cut (BatchNorm stays frozen)."""
+    for layer in classifier.top.layers:
+        if layer.name == "backbone_top":
+            layer.trainable = enabled
+            for sub in layer.layers:
+                if isinstance(sub, keras.layers.BatchNormalization):
+                    sub.trainable = False

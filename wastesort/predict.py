@@ -1,0 +1,84 @@
+"""One way to turn image bytes into class probabilities, for evaluate, the CLI and the service.
+
+Decoding goes through ``images.decode`` (same checks as validation), resizing through the
+model's own ``resize`` layer, and the forward pass through one compiled ``tf.function`` over
+224 px batches, which is several times faster than ``model.predict`` on a handful of images.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from wastesort import images
+from wastesort.config import ConfigError
+from wastesort.features import resize_batch
+
+
+class Predictor:
+    def __init__(self, model, labels: Sequence[str], max_pixels: int, batch_size: int = 32):
+        import tensorflow as tf
+
+        self.model = model
+        self.labels = list(labels)
+        self.max_pixels = max_pixels
+        self.batch_size = batch_size
+        resize = model.get_layer("resize")
+        self.image_size = int(resize.height)
+        n_out = int(model.output.shape[-1])
+        if n_out != len(self.labels):
+            raise ConfigError(f"model has {n_out} outputs but {len(self.labels)} labels")
+        spec = tf.TensorSpec((None, self.image_size, self.image_size, 3), tf.float32)
+        self._forward = tf.function(lambda x: model(x, training=False), input_signature=[spec],
+                                    reduce_retracing=True)
+
+    @classmethod
+    def from_files(cls, model_path: Path, labels_path: Path, max_pixels: int) -> Predictor:
+        import keras
+
+        for path in (model_path, labels_path):
+            if not path.is_file():
+                raise ConfigError(f"{path}: not found (run `dvc repro train` first)")
+        return cls(keras.models.load_model(model_path), json.loads(labels_path.read_text()),
+                   max_pixels)
+
+    def prepare(self, arrays: list[np.ndarray]) -> np.ndarray:
+        return resize_batch(arrays, self.image_size)
+
+    def predict_batch(self, batch: np.ndarray) -> np.ndarray:
+        """Probabilities for images already resized to the model's input size."""
+        out = [np.asarray(self._forward(batch[i:i + self.batch_size]))
+               for i in range(0, len(batch), self.batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, len(self.labels)), np.float32)
+
+    def predict_arrays(self, arrays: list[np.ndarray]) -> np.ndarray:
+        return self.predict_batch(self.prepare(arrays)) if arrays else \
+            np.zeros((0, len(self.labels)), np.float32)
+
+    def decode(self, data: bytes) -> np.ndarray:
+        return images.decode(data, self.max_pixels).array()
+
+    def predict_paths(self, paths: Iterable[Path], progress: str | None = None) -> np.ndarray:
+        from tqdm import tqdm
+
+        paths = list(paths)
+        chunks = range(0, len(paths), self.batch_size)
+        out = []
+        for start in tqdm(chunks, desc=progress, unit="batch", disable=progress is None):
+            arrays = []
+            for path in paths[start:start + self.batch_size]:
+                try:
+                    arrays.append(self.decode(Path(path).read_bytes()))
+                except images.ImageRejected as exc:
+                    raise images.ImageRejected(f"{path}: {exc.reason}", exc.code) from None
+            out.append(self.predict_arrays(arrays))
+        return np.concatenate(out) if out else np.zeros((0, len(self.labels)), np.float32)
+
+    def describe(self, probabilities: np.ndarray) -> dict[str, Any]:
+        """The service's and CLI's answer for one image."""
+        best = int(np.argmax(probabilities))
+        return {"label": self.labels[best], "confidence": float(probabilities[best]),
+                "probabilities": {c: float(p) for c, p in zip(self.labels, probabilities)}}
