@@ -1,0 +1,29 @@
+# wastesort: the few commands a developer needs. `make help` lists them.
+UV_VERSION ?= 0.13.9
+UV ?= uv
+DATA ?= ../shared/data/trashnet
+
+.PHONY: help setup test repro-trashnet serve bench lock
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
+
+setup:  ## build .venv from uv.lock (installs uv if missing) and seed the Keras weights cache
+	@command -v $(UV) >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
+	$(UV) sync --frozen
+	@scripts/seed_keras_cache.sh
+
+test:  ## the test suite (same command as the README and CI)
+	$(UV) run pytest
+
+repro-trashnet:  ## run the whole pipeline on DATA (default ../shared/data/trashnet)
+	$(UV) run dvc exp run -S data.path=$(DATA) -S 'data.classes=[]'
+
+serve:  ## serve the registered champion model on http://127.0.0.1:3000
+	$(UV) run bentoml serve
+
+bench:  ## the real pipeline on DATA, timed per stage, into benchmarks/results/
+	$(UV) run python benchmarks/pipeline.py --data $(DATA)
+
+lock:  ## re-resolve uv.lock after editing pyproject.toml
+	$(UV) lock

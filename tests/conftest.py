@@ -1,0 +1,121 @@
+"""Shared fixtures: a real temporary pipeline repo, and real MLflow/BentoML processes."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests import imagegen as g
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+PIPELINE_FILES = ["dvc.yaml", "params.yaml", "stages", "wastesort", "service.py",
+                  "bentofile.yaml"]
+TINY_CLASSES = {"cardboard": 12, "glass": 12, "metal": 12}
+
+
+def tool_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env.update(PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}", TF_CPP_MIN_LOG_LEVEL="2",
+               CUDA_VISIBLE_DEVICES="-1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com",
+               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.com")
+    env.update(extra)
+    return env
+
+
+def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, check: bool = True,
+        timeout: int = 900) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, env=env or tool_env(), capture_output=True, text=True,
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n"
+                             f"--- stdout\n{proc.stdout[-6000:]}\n--- stderr\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def tiny_params(data_path: str) -> dict:
+    """Repo params shrunk for a seconds-long run: random weights, small images, few epochs."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["data"] = {"path": data_path, "classes": []}
+    params["validate"]["min_images_per_class"] = 5
+    params["split"].update(val_fraction=0.25, test_fraction=0.25)
+    params["augment"].update(variants_per_image=2, preview_images=2)
+    params["backbone"].update(weights="none", image_size=96)
+    params["train"].update(epochs=3, patience=3, fine_tune_layers=11, fine_tune_epochs=1)
+    params["evaluate"]["min_accuracy"] = 0.0
+    return params
+
+
+def make_pipeline_repo(root: Path) -> Path:
+    """A git repo holding the pipeline's files and a tiny generated data set (gitignored)."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name in PIPELINE_FILES:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+        elif src.exists():
+            shutil.copy2(src, root / name)
+    g.make_class_folders(root / "rawdata", TINY_CLASSES, size=(64, 48))
+    (root / "params.yaml").write_text(yaml.safe_dump(tiny_params("rawdata"), sort_keys=False))
+    (root / ".gitignore").write_text("/rawdata\n/mlflow.db\n/mlruns/\n/mlartifacts/\n")
+    run(["git", "init", "-q"], root)
+    run(["dvc", "init", "-q"], root)
+    run(["git", "add", "-A"], root)
+    run(["git", "commit", "-qm", "pipeline"], root)
+    return root
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
+    import requests
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"process exited early with {proc.returncode}: "
+                                 f"{proc.stdout.read() if proc.stdout else ''}")
+        try:
+            if requests.get(url, timeout=2).status_code < 500:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"{url} did not answer within {timeout}s")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real `mlflow server` process on 127.0.0.1 with its own store and artifacts."""
+    root = tmp_path_factory.mktemp("mlflow_server")
+    port = free_port()
+    proc = subprocess.Popen(
+        ["mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
+         "--artifacts-destination", str(root / "artifacts")],
+        cwd=root, env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/health", proc)
+        yield url
+    finally:
+        stop(proc)
