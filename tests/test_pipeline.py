@@ -3,6 +3,7 @@ real MLflow (sqlite default and a `mlflow server` process), with the accuracy ga
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import mlflow
@@ -10,17 +11,22 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import make_pipeline_repo, run, tool_env
+from tests.conftest import repo_env, run
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Path:
-    root = make_pipeline_repo(tmp_path_factory.mktemp("pipeline") / "repo")
-    first = run(["dvc", "repro"], root)
-    assert "Running stage 'evaluate'" in first.stdout
-    return root
+def repo(pipeline_repo) -> Path:
+    return pipeline_repo
+
+
+@pytest.fixture(scope="module")
+def scratch_repo(pipeline_repo, tmp_path_factory) -> Path:
+    """A full copy (git, DVC cache, MLflow db, BentoML store) that tests may change."""
+    copy = tmp_path_factory.mktemp("scratch") / "repo"
+    shutil.copytree(pipeline_repo, copy, symlinks=True)
+    return copy
 
 
 def read_json(path: Path) -> dict:
@@ -28,7 +34,7 @@ def read_json(path: Path) -> dict:
 
 
 def test_second_repro_changes_nothing(repo):
-    again = run(["dvc", "repro"], repo)
+    again = run(["dvc", "repro"], repo, env=repo_env(repo))
     assert "Data and pipelines are up to date." in again.stdout
     assert "Running stage" not in again.stdout
     status = run(["dvc", "status"], repo)
@@ -60,7 +66,7 @@ def assert_run_is_complete(client: MlflowClient, run_id: str, repo: Path) -> Non
     for key, value in [("train.lr", params["train"]["lr"]), ("data.path", "rawdata"),
                        ("augment.variants_per_image", 2), ("split.seed", params["split"]["seed"]),
                        ("evaluate.min_accuracy", params["evaluate"]["min_accuracy"]),
-                       ("backbone.image_size", 96)]:
+                       ("backbone.image_size", 224)]:
         assert r.data.params[key] == str(value), key
     ev = read_json(repo / "metrics/evaluate.json")
     assert r.data.metrics["test_accuracy"] == pytest.approx(ev["accuracy"])
@@ -94,8 +100,9 @@ def test_mlflow_run_in_default_sqlite(repo):
     assert_run_is_complete(MlflowClient(uri), run_id, repo)
 
 
-def test_head_param_experiment_on_mlflow_server(repo, mlflow_server):
-    env = tool_env(MLFLOW_TRACKING_URI=mlflow_server)
+def test_head_param_experiment_on_mlflow_server(scratch_repo, mlflow_server):
+    repo = scratch_repo
+    env = repo_env(repo, MLFLOW_TRACKING_URI=mlflow_server)
     out = run(["dvc", "exp", "run", "-S", "train.lr=0.002"], repo, env=env).stdout
     assert "Stage 'features' didn't change, skipping" in out
     assert "Running stage 'train'" in out
@@ -106,11 +113,56 @@ def test_head_param_experiment_on_mlflow_server(repo, mlflow_server):
     assert_run_is_complete(client, run_id, repo)
 
 
-def test_gate_fails_the_stage_above_reached_accuracy(repo):
+def test_gate_fails_the_stage_above_reached_accuracy(scratch_repo):
+    repo = scratch_repo
     reached = read_json(repo / "metrics/evaluate.json")["accuracy"]
     gate = round(reached + 0.01, 4) if reached < 1 else 1.01
-    proc = run(["dvc", "exp", "run", "-S", f"evaluate.min_accuracy={gate}"], repo, check=False)
+    versions_before = registered_versions(repo)
+    proc = run(["dvc", "exp", "run", "-S", f"evaluate.min_accuracy={gate}"], repo,
+               env=repo_env(repo), check=False)
     assert proc.returncode != 0
     assert f"evaluate: error: test accuracy {reached:.4f} is below the gate " \
            f"evaluate.min_accuracy = {gate:.2f}" in proc.stderr
     assert read_json(repo / "metrics/evaluate.json")["gate_passed"] is False
+    assert "Running stage 'register'" not in proc.stdout
+    assert registered_versions(repo) == versions_before  # no new version, alias unmoved
+
+
+def registered_versions(repo: Path) -> tuple[list[str], str]:
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    versions = sorted(str(v.version) for v in client.search_model_versions("name = 'wastesort'"))
+    return versions, str(client.get_model_version_by_alias("wastesort", "champion").version)
+
+
+def test_register_sets_champion_with_tags(repo):
+    uri = f"sqlite:///{repo / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    receipt = read_json(repo / "registry/receipt.json")
+    champion = client.get_model_version_by_alias("wastesort", "champion")
+    assert str(champion.version) == receipt["version"] == "1"
+    ev = read_json(repo / "metrics/evaluate.json")
+    run_id = read_json(repo / "models/mlflow_run.json")["run_id"]
+    assert champion.tags["test_accuracy"] == str(ev["accuracy"])
+    assert champion.tags["macro_f1"] == str(ev["macro_f1"])
+    assert champion.tags["run_id"] == run_id == champion.run_id
+    assert champion.tags["git_commit"] == run(["git", "rev-parse", "HEAD"], repo).stdout.strip()
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    assert champion.tags["data_dvc_md5"] == next(
+        d["md5"] for d in lock["stages"]["validate"]["deps"] if d["path"] == "rawdata")
+    assert json.loads(champion.tags["labels"]) == ["cardboard", "glass", "metal"]
+    info = mlflow.models.get_model_info("models:/wastesort@champion")
+    assert info.signature is not None and info.metadata["labels"] == ["cardboard", "glass", "metal"]
+    listed = json.loads(run(["bentoml", "models", "list", "-o", "json"], repo,
+                            env=repo_env(repo)).stdout)
+    assert [m["tag"] for m in listed] == [receipt["bento_model"]]
+
+
+def test_register_again_registers_nothing_new(repo):
+    out = run(["dvc", "repro", "-f", "-s", "register"], repo, env=repo_env(repo)).stdout
+    assert "already registered" in out
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    assert [str(v.version) for v in client.search_model_versions("name = 'wastesort'")] == ["1"]
+    listed = json.loads(run(["bentoml", "models", "list", "-o", "json"], repo,
+                            env=repo_env(repo)).stdout)
+    assert len(listed) == 1

@@ -42,8 +42,16 @@ def preprocessing(spec: BackboneSpec) -> list[keras.layers.Layer]:
 
 def backbone(spec: BackboneSpec) -> keras.Model:
     size = spec.image_size
-    net = keras.applications.MobileNetV2(input_shape=(size, size, 3), include_top=False,
-                                         weights=spec.weights)
+    try:
+        net = keras.applications.MobileNetV2(input_shape=(size, size, 3), include_top=False,
+                                             weights=spec.weights)
+    except Exception as exc:  # noqa: BLE001 - Keras raises bare Exception on download failure
+        if spec.weights != "imagenet":
+            raise ConfigError(f"backbone.weights={spec.weights!r}: cannot load: {exc}") from None
+        raise ConfigError(
+            f"cannot load the ImageNet MobileNetV2 weights for {size} px ({exc}). Offline, "
+            "run scripts/seed_keras_cache.sh (part of `make setup`) to copy them into the Keras "
+            "cache, or set backbone.weights to a local .h5 path") from None
     net.trainable = False
     return net
 

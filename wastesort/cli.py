@@ -1,0 +1,113 @@
+"""`wastesort` command line: classify photos with the served champion, outside the server.
+
+Uses ``serving.load_champion`` and ``serving.check_upload``, the same loading and
+preprocessing as ``service.py``, so the CLI and the service give the same probabilities.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from wastesort.config import ConfigError, is_hidden
+
+
+def image_files(paths: list[str]) -> tuple[list[Path], list[str]]:
+    """Files as given, folders expanded recursively (hidden entries skipped)."""
+    found, missing = [], []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found += [p for p in sorted(path.rglob("*"))
+                      if p.is_file() and not any(is_hidden(part) for part in p.relative_to(path).parts)]
+        elif path.is_file():
+            found.append(path)
+        else:
+            missing.append(f"{raw}: no such file or folder")
+    return found, missing
+
+
+def predict(args: argparse.Namespace) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from tqdm import tqdm
+
+    from wastesort.images import ImageRejected
+    from wastesort.serving import ServeConfig, check_upload, load_champion
+
+    files, problems = image_files(args.paths)
+    for problem in problems:
+        print(f"wastesort: error: {problem}", file=sys.stderr)
+    if not files:
+        return 1 if problems else 0
+    cfg = ServeConfig.load(args.params)
+    champion = load_champion(cfg)
+    rows = []
+    show_bar = len(files) > 1 and not args.json
+    for path in tqdm(files, desc="classifying", unit="img", disable=not show_bar, file=sys.stderr):
+        try:
+            decoded = check_upload(path.read_bytes(), cfg)
+        except ImageRejected as exc:
+            rows.append({"path": str(path), "error": exc.reason})
+            continue
+        probabilities = champion.predict(champion.prepare([decoded]))[0]
+        rows.append({"path": str(path), **champion.describe(probabilities, cfg)})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print_table(rows)
+    failed = sum("error" in r for r in rows) + len(problems)
+    return 1 if failed else 0
+
+
+def print_table(rows: list[dict]) -> None:
+    width = max(len("path"), *(len(r["path"]) for r in rows))
+    print(f"{'path':<{width}}  {'label':<18} {'confidence':>10}  stream")
+    for r in rows:
+        if "error" in r:
+            print(f"{r['path']:<{width}}  error: {r['error']}")
+        else:
+            print(f"{r['path']:<{width}}  {r['label']:<18} {r['confidence']:>10.4f}  {r['stream']}")
+
+
+def import_champion(args: argparse.Namespace) -> int:
+    """Re-import models:/NAME@ALIAS into the BentoML store (after moving the alias by hand)."""
+    from mlflow import MlflowClient
+
+    from wastesort import registry, tracking
+    from wastesort.config import load_params, section
+
+    params = load_params(args.params)
+    cfg = section(params, "register")
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking.tracking_uri())
+    mv = MlflowClient().get_model_version_by_alias(cfg["model_name"], cfg["alias"])
+    tag = registry.import_to_bentoml(cfg["model_name"], cfg["alias"], str(mv.version), {
+        "labels": json.loads(mv.tags.get("labels", "[]")), "model_sha256": mv.tags.get("model_sha256"),
+        "test_accuracy": float(mv.tags.get("test_accuracy", "nan")), "mlflow_run_id": mv.run_id})
+    print(f"{cfg['model_name']}@{cfg['alias']} is version {mv.version}; BentoML model {tag}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="wastesort", description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("predict", help="classify image files or folders with the champion")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=predict)
+    i = sub.add_parser("import-champion", help="bring the registry's champion into BentoML's store")
+    i.set_defaults(func=import_champion)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"wastesort: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
