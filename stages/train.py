@@ -1,10 +1,12 @@
-"""DVC stage `train`: fit the classifier's top on cached features, tracked in MLflow."""
+"""DVC stage `train`: fit the head on pooled features of the (fine-tuned) backbone, tracked in
+MLflow, and save the whole model: raw RGB pixels in, probabilities out."""
+import csv
 import json
 from pathlib import Path
 
 from wastesort import artifacts, config, stage
 
-FEATURES = Path("data/features")
+FEATURES = Path("data/finetuned")
 MODEL_DIR = Path("models")
 
 
@@ -15,14 +17,16 @@ def main() -> None:
     import mlflow
 
     from wastesort import features, tracking, training
-    from wastesort.model import BackboneSpec, build_classifier, parameter_counts
+    from wastesort.model import BackboneSpec, build_classifier, parameter_counts, top_backbone
 
     train, val = features.load(FEATURES / "train.npz"), features.load(FEATURES / "val.npz")
     classes = training.class_order(config.configured_classes(params), train["labels"])
-    spec = BackboneSpec.from_params({**config.section(params, "backbone"),
-                                     "fine_tune_layers": cfg["fine_tune_layers"]})
+    spec = BackboneSpec.from_params(config.section(params, "backbone"),
+                                    config.section(params, "finetune"))
     clf = build_classifier(len(classes), spec, int(cfg["dense_units"]), float(cfg["dropout"]),
                            int(cfg["seed"]))
+    if (upper := top_backbone(clf)) is not None:
+        upper.load_weights(FEATURES / "backbone_top.weights.h5")
     counts = parameter_counts(clf.model)
     print("train: parameters " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
     tracking.configure(config.section(params, "mlflow")["experiment"])
@@ -34,11 +38,13 @@ def main() -> None:
         mlflow.log_metrics({f"data.{k}": float(v) for k, v in validation.items()
                             if isinstance(v, (int, float))})
         mlflow.log_dict(validation, "data/validation_summary.json")
+        log_finetune_history(mlflow, Path("metrics/finetune_history.csv"))
         result = training.fit(
-            clf, (train["features"], training.encode_labels(train["labels"], classes, "train")),
-            (val["features"], training.encode_labels(val["labels"], classes, "val")),
-            cfg, float(cfg["fine_tune_lr"]), int(cfg["fine_tune_epochs"]),
-            Path("metrics/train_history.csv"), [tracking.epoch_metrics_callback()])
+            clf.head, (train["features"].astype("float32"),
+                       training.encode_labels(train["labels"], classes, "train")),
+            (val["features"].astype("float32"),
+             training.encode_labels(val["labels"], classes, "val")),
+            cfg, Path("metrics/train_history.csv"), [tracking.epoch_metrics_callback()])
         MODEL_DIR.mkdir(exist_ok=True)
         clf.model.save(MODEL_DIR / "model.keras")
         (MODEL_DIR / "labels.json").write_text(json.dumps(classes, indent=2) + "\n")
@@ -57,6 +63,16 @@ def main() -> None:
                                                  "experiment_id": run.info.experiment_id})
     print(f"train: best val accuracy {result.best_val_accuracy:.4f}; model {MODEL_DIR}/model.keras; "
           f"MLflow run {run.info.run_id}")
+
+
+def log_finetune_history(mlflow, path: Path) -> None:
+    """The fine-tuning phase's epochs, as `finetune_*` metrics of this run."""
+    if not path.is_file():
+        return
+    with path.open() as fh:
+        for row in csv.DictReader(fh):
+            mlflow.log_metrics({f"finetune_{k}": float(v) for k, v in row.items()
+                                if k != "epoch" and v not in ("", None)}, step=int(row["epoch"]))
 
 
 if __name__ == "__main__":

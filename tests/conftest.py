@@ -50,7 +50,8 @@ def tiny_params(data_path: str) -> dict:
     params["split"].update(val_fraction=0.25, test_fraction=0.25)
     params["augment"].update(variants_per_image=2, preview_images=2)
     params["backbone"]["image_size"] = 224  # the only size whose ImageNet weights are cached
-    params["train"].update(epochs=3, patience=3, fine_tune_layers=11, fine_tune_epochs=1)
+    params["finetune"].update(layers=11, epochs=2, head_epochs=2)
+    params["train"].update(epochs=3, patience=3)
     params["evaluate"]["min_accuracy"] = 0.0
     return params
 

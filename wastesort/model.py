@@ -1,6 +1,6 @@
 """The classifier: raw RGB pixels in, class probabilities out, preprocessing inside the model.
 
-The frozen part of MobileNetV2 (everything below the top ``fine_tune_layers`` layers) is the
+The frozen part of MobileNetV2 (everything below the top ``finetune.layers`` layers) is the
 *trunk*; what sits above it (those top layers, pooling and the Dense head) is the *top*. The
 trunk's output for every image is computed once and cached (see ``features``), so training
 only ever runs the small top.
@@ -24,14 +24,15 @@ class BackboneSpec:
     fine_tune_layers: int = 0  # top K backbone layers above the cached cut (0: none)
 
     @classmethod
-    def from_params(cls, cfg: dict[str, Any]) -> BackboneSpec:
-        weights = cfg.get("weights", "imagenet")
+    def from_params(cls, backbone_cfg: dict[str, Any], finetune_cfg: dict[str, Any]
+                    ) -> BackboneSpec:
+        weights = backbone_cfg.get("weights", "imagenet")
         if weights in (None, "none", "None", ""):
             weights = None
-        k = int(cfg.get("fine_tune_layers", 0))
+        k = int(finetune_cfg.get("layers", 0))
         if k < 0:
-            raise ConfigError("params.yaml: train.fine_tune_layers must be >= 0")
-        return cls(int(cfg.get("image_size", 224)), weights, k)
+            raise ConfigError("params.yaml: finetune.layers must be >= 0")
+        return cls(int(backbone_cfg.get("image_size", 224)), weights, k)
 
 
 def preprocessing(spec: BackboneSpec) -> list[keras.layers.Layer]:
@@ -61,13 +62,13 @@ def split_backbone(net: keras.Model, k: int) -> tuple[keras.Model, keras.Model |
     if k == 0:
         return net, None
     if k >= len(net.layers) - 1:
-        raise ConfigError(f"train.fine_tune_layers={k}: the backbone has only "
+        raise ConfigError(f"finetune.layers={k}: the backbone has only "
                           f"{len(net.layers) - 1} layers")
     cut = net.layers[-k - 1]
     try:
         top = keras.Model(cut.output, net.output, name="backbone_top")
     except ValueError:
-        raise ConfigError(f"train.fine_tune_layers={k} cuts through a residual block at "
+        raise ConfigError(f"finetune.layers={k} cuts through a residual block at "
                           f"layer '{cut.name}'; valid values include {valid_cuts(net)}") from None
     bottom = keras.Model(net.input, cut.output, name="backbone_bottom")
     return bottom, top
@@ -86,11 +87,13 @@ def valid_cuts(net: keras.Model, up_to: int = 60) -> list[int]:
 
 @dataclass
 class Classifier:
-    """The deployable model plus the two views of it that training uses."""
+    """The deployable model plus the views of it that training uses (all share weights)."""
 
-    model: keras.Model  # raw RGB (any size) -> probabilities
-    trunk: keras.Model  # preprocessed 224 px image -> cached features
-    top: keras.Model  # cached features -> probabilities (shares weights with ``model``)
+    model: keras.Model  # raw RGB (any size) -> probabilities: what is saved and served
+    trunk: keras.Model  # resized 224 px image -> activations at the cut (cached once)
+    top: keras.Model  # activations at the cut -> probabilities (fine-tuning trains this)
+    pooler: keras.Model  # activations at the cut -> pooled features
+    head: keras.Model  # pooled features -> probabilities (head training trains this)
 
 
 def build_classifier(n_classes: int, spec: BackboneSpec, dense_units: int = 128,
@@ -99,16 +102,19 @@ def build_classifier(n_classes: int, spec: BackboneSpec, dense_units: int = 128,
         raise ConfigError(f"need at least 2 classes, got {n_classes}")
     keras.utils.set_random_seed(seed)
     net = backbone(spec)
-    bottom, top_backbone = split_backbone(net, spec.fine_tune_layers)
-    head = [keras.layers.GlobalAveragePooling2D(name="pool"),
-            keras.layers.Dense(dense_units, activation="relu", name="head_dense"),
-            keras.layers.Dropout(dropout, name="head_dropout"),
-            keras.layers.Dense(n_classes, activation="softmax", name="probabilities")]
+    bottom, upper = split_backbone(net, spec.fine_tune_layers)
+    pool = keras.layers.GlobalAveragePooling2D(name="pool")
+    head_layers = [keras.layers.Dense(dense_units, activation="relu", name="head_dense"),
+                   keras.layers.Dropout(dropout, name="head_dropout"),
+                   keras.layers.Dense(n_classes, activation="softmax", name="probabilities")]
 
-    def apply_top(x):
-        if top_backbone is not None:
-            x = top_backbone(x, training=False)  # BatchNorm stays in inference mode
-        for layer in head:
+    def pooled(x):
+        if upper is not None:
+            x = upper(x, training=False)  # BatchNorm stays in inference mode
+        return pool(x)
+
+    def classify(x):
+        for layer in head_layers:
             x = layer(x)
         return x
 
@@ -116,15 +122,32 @@ def build_classifier(n_classes: int, spec: BackboneSpec, dense_units: int = 128,
     x = image
     for layer in preprocessing(spec):
         x = layer(x)
-    features = bottom(x, training=False)
-    model = keras.Model(image, apply_top(features), name="wastesort_classifier")
+    model = keras.Model(image, classify(pooled(bottom(x, training=False))),
+                        name="wastesort_classifier")
 
     trunk_in = keras.Input(shape=(spec.image_size, spec.image_size, 3), name="resized_image")
     trunk = keras.Model(trunk_in, bottom(preprocessing(spec)[1](trunk_in), training=False),
                         name="trunk")
-    feat_in = keras.Input(shape=tuple(bottom.output.shape[1:]), name="features")
-    top = keras.Model(feat_in, apply_top(feat_in), name="top")
-    return Classifier(model, trunk, top)
+    act_in = keras.Input(shape=tuple(bottom.output.shape[1:]), name="activations")
+    top = keras.Model(act_in, classify(pooled(act_in)), name="top")
+    pooler = keras.Model(act_in, pooled(act_in), name="pooler")
+    feat_in = keras.Input(shape=(int(pool.output.shape[-1]),), name="features")
+    head = keras.Model(feat_in, classify(feat_in), name="head")
+    return Classifier(model, trunk, top, pooler, head)
+
+
+def top_backbone(classifier: Classifier) -> keras.Model | None:
+    """The backbone layers above the cut (fine-tuned when ``fine_tune_layers`` > 0)."""
+    return next((layer for layer in classifier.top.layers if layer.name == "backbone_top"), None)
+
+
+def cache_model(classifier: Classifier) -> keras.Model:
+    """What ``features`` caches: activations at the cut, or pooled features when nothing
+    above the backbone is fine-tuned (49 times smaller)."""
+    if top_backbone(classifier) is not None:
+        return classifier.trunk
+    trunk = classifier.trunk
+    return keras.Model(trunk.input, classifier.pooler(trunk.output), name="trunk_pooled")
 
 
 def parameter_counts(model: keras.Model) -> dict[str, int]:
@@ -135,10 +158,11 @@ def parameter_counts(model: keras.Model) -> dict[str, int]:
 
 
 def set_fine_tuning(classifier: Classifier, enabled: bool) -> None:
-    """Phase 2: unfreeze the backbone layers above the cut (BatchNorm stays frozen)."""
-    for layer in classifier.top.layers:
-        if layer.name == "backbone_top":
-            layer.trainable = enabled
-            for sub in layer.layers:
-                if isinstance(sub, keras.layers.BatchNormalization):
-                    sub.trainable = False
+    """Unfreeze (or freeze again) the backbone layers above the cut; BatchNorm stays frozen."""
+    part = top_backbone(classifier)
+    if part is None:
+        return
+    part.trainable = enabled
+    for layer in part.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False

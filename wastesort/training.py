@@ -1,8 +1,9 @@
-"""Training the top of the classifier on cached trunk features.
+"""Training on cached activations: the fine-tuning phase and the head.
 
-Phase 1 trains the Dense head with the backbone frozen; optional phase 2 unfreezes the
-backbone layers above the cache cut at a lower learning rate. Both keep the best epoch by
-validation accuracy (EarlyStopping with restored weights) and weight classes by frequency.
+The trunk's activations are computed once (``features``). ``fine_tune`` first fits a head on
+their pooled form, then unfreezes the backbone layers above the cut and trains them with that
+head at a lower learning rate. ``fit`` is the one training loop both use: Adam, class weights,
+label smoothing, the best epoch by validation accuracy restored (Keras EarlyStopping).
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import numpy as np
 from sklearn.utils.class_weight import compute_class_weight
 
 from wastesort.config import ConfigError
-from wastesort.model import Classifier, set_fine_tuning
+from wastesort.model import Classifier, set_fine_tuning, top_backbone
 
 
 @dataclass
@@ -32,6 +33,11 @@ def encode_labels(labels: np.ndarray, classes: list[str], source: str) -> np.nda
     return np.array([index[label] for label in labels], dtype=np.int32)
 
 
+def class_order(configured: list[str], labels: np.ndarray) -> list[str]:
+    """Softmax order: data.classes as listed, else the class folders sorted by name."""
+    return list(configured) if configured else sorted(set(labels.tolist()))
+
+
 def class_weights(y: np.ndarray, n_classes: int) -> dict[int, float]:
     present = np.unique(y)
     weights = compute_class_weight("balanced", classes=present, y=y)
@@ -39,53 +45,54 @@ def class_weights(y: np.ndarray, n_classes: int) -> dict[int, float]:
         {c: 1.0 for c in range(n_classes) if c not in present}
 
 
-def fit(classifier: Classifier, train: tuple[np.ndarray, np.ndarray],
-        val: tuple[np.ndarray, np.ndarray], cfg: dict[str, Any], fine_tune_lr: float,
-        fine_tune_epochs: int, history_csv: Path, extra_callbacks: list | None = None
-        ) -> TrainingResult:
+def fit(model, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
+        cfg: dict[str, Any], history_csv: Path, callbacks: list | None = None,
+        first_epoch: int = 0) -> TrainingResult:
+    """Train ``model`` with ``cfg`` (lr, epochs, batch_size, patience, label_smoothing,
+    class_weights); the weights of the best validation epoch are kept."""
     import keras
 
-    n_classes = classifier.top.output.shape[-1]
-    weights = class_weights(train[1], n_classes) if cfg.get("class_weights", True) else None
-    history: list[dict[str, float]] = []
+    n_classes = int(model.output.shape[-1])
+    model.compile(
+        optimizer=keras.optimizers.Adam(float(cfg["lr"])),
+        loss=keras.losses.CategoricalCrossentropy(
+            label_smoothing=float(cfg.get("label_smoothing", 0.0))),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
+    stopper = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max",
+                                            patience=int(cfg["patience"]),
+                                            restore_best_weights=True, verbose=1)
     history_csv.parent.mkdir(parents=True, exist_ok=True)
-
-    def phase(lr: float, epochs: int, first_epoch: int, append: bool) -> int:
-        classifier.top.compile(
-            optimizer=keras.optimizers.Adam(lr),
-            loss=keras.losses.CategoricalCrossentropy(
-                label_smoothing=float(cfg.get("label_smoothing", 0.0))),
-            metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
-        stopper = keras.callbacks.EarlyStopping(
-            monitor="val_accuracy", mode="max", patience=int(cfg["patience"]),
-            restore_best_weights=True, verbose=1)
-        fitted = classifier.top.fit(
-            train[0], keras.utils.to_categorical(train[1], n_classes),
-            validation_data=(val[0], keras.utils.to_categorical(val[1], n_classes)),
-            epochs=first_epoch + epochs, initial_epoch=first_epoch,
-            batch_size=int(cfg["batch_size"]), class_weight=weights, shuffle=True,
-            callbacks=[stopper, keras.callbacks.CSVLogger(str(history_csv), append=append),
-                       *(extra_callbacks or [])],
-            verbose=2)
-        for i, epoch in enumerate(fitted.epoch):
-            history.append({"epoch": epoch, **{k: float(v[i]) for k, v in fitted.history.items()}})
-        return first_epoch + len(fitted.epoch)
-
-    set_fine_tuning(classifier, False)
-    done = phase(float(cfg["lr"]), int(cfg["epochs"]), 0, append=False)
+    fitted = model.fit(
+        train[0], keras.utils.to_categorical(train[1], n_classes),
+        validation_data=(val[0], keras.utils.to_categorical(val[1], n_classes)),
+        epochs=first_epoch + int(cfg["epochs"]), initial_epoch=first_epoch,
+        batch_size=int(cfg["batch_size"]), shuffle=True,
+        class_weight=class_weights(train[1], n_classes) if cfg.get("class_weights", True)
+        else None,
+        callbacks=[stopper, keras.callbacks.CSVLogger(str(history_csv), append=first_epoch > 0),
+                   *(callbacks or [])],
+        verbose=2)
+    history = [{"epoch": e, **{k: float(v[i]) for k, v in fitted.history.items()}}
+               for i, e in enumerate(fitted.epoch)]
     best = max((h["val_accuracy"] for h in history), default=0.0)
-    if fine_tune_epochs > 0 and any(layer.name == "backbone_top" for layer in classifier.top.layers):
-        head_only, phase1_epochs = classifier.top.get_weights(), len(history)
-        set_fine_tuning(classifier, True)
-        done = phase(fine_tune_lr, fine_tune_epochs, done, append=True)
-        set_fine_tuning(classifier, False)
-        tuned = max((h["val_accuracy"] for h in history[phase1_epochs:]), default=0.0)
-        if tuned < best:  # fine-tuning did not beat the head alone: keep the head-only weights
-            classifier.top.set_weights(head_only)
-        best = max(best, tuned)
-    return TrainingResult(best, done, history)
+    return TrainingResult(best, first_epoch + len(history), history)
 
 
-def class_order(configured: list[str], labels: np.ndarray) -> list[str]:
-    """Softmax order: data.classes as listed, else the class folders sorted by name."""
-    return list(configured) if configured else sorted(set(labels.tolist()))
+def fine_tune(classifier: Classifier, train: tuple[np.ndarray, np.ndarray],
+              val: tuple[np.ndarray, np.ndarray], head_cfg: dict[str, Any],
+              tune_cfg: dict[str, Any], history_csv: Path) -> TrainingResult:
+    """Head first on pooled activations, then the backbone top and head together."""
+    pooled_train = classifier.pooler.predict(train[0], batch_size=256, verbose=0)
+    pooled_val = classifier.pooler.predict(val[0], batch_size=256, verbose=0)
+    warm = fit(classifier.head, (pooled_train, train[1]), (pooled_val, val[1]), head_cfg,
+               history_csv)
+    if top_backbone(classifier) is None:
+        return warm
+    before = classifier.top.get_weights()
+    set_fine_tuning(classifier, True)
+    tuned = fit(classifier.top, train, val, tune_cfg, history_csv, first_epoch=warm.epochs_run)
+    set_fine_tuning(classifier, False)
+    if tuned.best_val_accuracy < warm.best_val_accuracy:  # no better than the head alone
+        classifier.top.set_weights(before)
+    return TrainingResult(max(warm.best_val_accuracy, tuned.best_val_accuracy),
+                          tuned.epochs_run, warm.history + tuned.history)

@@ -1,0 +1,53 @@
+"""DVC stage `finetune`: adapt the top K backbone layers once; pool every cached activation.
+
+With finetune.layers = 0 the cached features are already pooled and pass through unchanged.
+"""
+import shutil
+from pathlib import Path
+
+from wastesort import artifacts, config, stage
+
+FEATURES = Path("data/features")
+OUT_DIR = Path("data/finetuned")
+TOP_WEIGHTS = OUT_DIR / "backbone_top.weights.h5"
+HISTORY = Path("metrics/finetune_history.csv")
+
+
+def main() -> None:
+    stage.quiet_tensorflow()
+    params = config.load_params()
+    cfg = config.section(params, "finetune")
+    from wastesort import features, training
+    from wastesort.model import BackboneSpec, build_classifier, top_backbone
+
+    spec = BackboneSpec.from_params(config.section(params, "backbone"), cfg)
+    splits = {n: features.load(FEATURES / f"{n}.npz") for n in ("train", "val", "test")}
+    if OUT_DIR.exists():
+        shutil.rmtree(OUT_DIR)
+    OUT_DIR.mkdir(parents=True)
+    if spec.fine_tune_layers == 0:
+        for name, data in splits.items():
+            features.save(OUT_DIR / f"{name}.npz", data)
+        HISTORY.write_text("epoch,accuracy,loss,val_accuracy,val_loss\n")
+        artifacts.write_json("metrics/finetune.json", {"layers": 0, "best_val_accuracy": None})
+        print("finetune: finetune.layers = 0, features passed through")
+        return
+    classes = training.class_order(config.configured_classes(params), splits["train"]["labels"])
+    clf = build_classifier(len(classes), spec, seed=int(cfg["seed"]))
+    xy = {n: (d["features"].astype("float32"), training.encode_labels(d["labels"], classes, n))
+          for n, d in splits.items()}
+    head_cfg = {**cfg, "lr": cfg["head_lr"], "epochs": cfg["head_epochs"]}
+    result = training.fine_tune(clf, xy["train"], xy["val"], head_cfg, cfg, HISTORY)
+    top_backbone(clf).save_weights(TOP_WEIGHTS)
+    for name, data in splits.items():
+        pooled = clf.pooler.predict(xy[name][0], batch_size=256, verbose=0)
+        features.save(OUT_DIR / f"{name}.npz", {**data, "features": pooled.astype("float16")})
+    artifacts.write_json("metrics/finetune.json", {
+        "layers": spec.fine_tune_layers, "best_val_accuracy": round(result.best_val_accuracy, 6),
+        "epochs_run": result.epochs_run})
+    print(f"finetune: top {spec.fine_tune_layers} layers adapted, best val accuracy "
+          f"{result.best_val_accuracy:.4f}")
+
+
+if __name__ == "__main__":
+    stage.run("finetune", main)
