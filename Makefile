@@ -3,7 +3,7 @@ UV_VERSION ?= 0.13.9
 UV ?= uv
 DATA ?= ../shared/data/trashnet
 
-.PHONY: help setup test repro-trashnet serve bench lock
+.PHONY: help setup browser test repro-trashnet serve bench lock
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -12,6 +12,11 @@ setup:  ## build .venv from uv.lock (installs uv if missing) and seed the Keras 
 	@command -v $(UV) >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
 	$(UV) sync --frozen
 	@scripts/seed_keras_cache.sh
+
+browser:  ## Debian's chromium for the upload-page test (needs root or sudo)
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
 
 test:  ## the test suite (same command as the README and CI)
 	$(UV) run pytest

@@ -5,6 +5,8 @@ With finetune.layers = 0 the cached features are already pooled and pass through
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 from wastesort import artifacts, config, stage
 
 FEATURES = Path("data/features")
@@ -18,6 +20,7 @@ def main() -> None:
     params = config.load_params()
     cfg = config.section(params, "finetune")
     from wastesort import features, training
+    from wastesort.augmentation import FreshVariants
     from wastesort.model import BackboneSpec, build_classifier, top_backbone
 
     spec = BackboneSpec.from_params(config.section(params, "backbone"), cfg)
@@ -37,7 +40,18 @@ def main() -> None:
     xy = {n: (d["features"].astype("float32"), training.encode_labels(d["labels"], classes, n))
           for n, d in splits.items()}
     head_cfg = {**cfg, "lr": cfg["head_lr"], "epochs": cfg["head_epochs"]}
-    result = training.fine_tune(clf, xy["train"], xy["val"], head_cfg, cfg, HISTORY)
+    fresh = None
+    if cfg.get("fresh_augmentation", True):
+        originals = artifacts.read_manifest("data/split/train.csv").sort_values("path")
+        images = features.load_resized(config.data_root(params), originals["path"].tolist(),
+                                       spec.image_size,
+                                       int(config.section(params, "validate")["max_pixels"]))
+        fresh = FreshVariants(np.clip(np.round(images), 0, 255).astype(np.uint8),
+                              training.encode_labels(originals["label"].to_numpy(), classes,
+                                                     "train"),
+                              len(classes), clf.trunk, config.section(params, "augment"),
+                              int(cfg["batch_size"]), int(cfg["seed"]))
+    result = training.fine_tune(clf, xy["train"], xy["val"], head_cfg, cfg, HISTORY, fresh)
     top_backbone(clf).save_weights(TOP_WEIGHTS)
     for name, data in splits.items():
         pooled = clf.pooler.predict(xy[name][0], batch_size=256, verbose=0)

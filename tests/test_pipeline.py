@@ -51,6 +51,9 @@ def test_pipeline_outputs(repo):
     assert (repo / "reports/augment/preview.png").stat().st_size > 1000
     assert json.loads((repo / "models/labels.json").read_text()) == ["cardboard", "glass", "metal"]
     assert (repo / "models/model.keras").is_file()
+    assert (repo / "data/finetuned/backbone_top.weights.h5").is_file()
+    tuned = read_json(repo / "metrics/finetune.json")
+    assert tuned["layers"] == 11 and tuned["epochs_run"] >= 2
     ev = read_json(repo / "metrics/evaluate.json")
     assert set(ev) >= {"accuracy", "macro_f1", "per_class", "gate_passed"}
     assert set(ev["per_class"]) == {"cardboard", "glass", "metal"}
@@ -73,9 +76,11 @@ def assert_run_is_complete(client: MlflowClient, run_id: str, repo: Path) -> Non
     assert r.data.metrics["test_macro_f1"] == pytest.approx(ev["macro_f1"])
     assert r.data.metrics["params_trainable"] > 0 and r.data.metrics["data.accepted"] == 36
     epochs = read_json(repo / "metrics/train.json")["epochs_run"]
+    tuned = read_json(repo / "metrics/finetune.json")["epochs_run"]
     for metric in ("loss", "accuracy", "val_loss", "val_accuracy"):
-        history = client.get_metric_history(run_id, metric)
-        assert len(history) == epochs, metric
+        assert len(client.get_metric_history(run_id, metric)) == epochs, metric
+        assert len(client.get_metric_history(run_id, f"finetune_{metric}")) == tuned, metric
+    assert r.data.params["finetune.layers"] == "11"
     head = run(["git", "rev-parse", "HEAD"], repo).stdout.strip()
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
     data_md5 = next(d["md5"] for d in lock["stages"]["validate"]["deps"] if d["path"] == "rawdata")
@@ -105,6 +110,7 @@ def test_head_param_experiment_on_mlflow_server(scratch_repo, mlflow_server):
     env = repo_env(repo, MLFLOW_TRACKING_URI=mlflow_server)
     out = run(["dvc", "exp", "run", "-S", "train.lr=0.002"], repo, env=env).stdout
     assert "Stage 'features' didn't change, skipping" in out
+    assert "Stage 'finetune' didn't change, skipping" in out
     assert "Running stage 'train'" in out
     mlflow.set_tracking_uri(mlflow_server)
     run_id = read_json(repo / "models/mlflow_run.json")["run_id"]

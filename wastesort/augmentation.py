@@ -33,23 +33,18 @@ def check_config(cfg: dict[str, Any]) -> None:
             raise ConfigError(f"params.yaml: augment.{key} is a fraction and must be < 1")
 
 
-def make_plan(train: pd.DataFrame, cfg: dict[str, Any]) -> pd.DataFrame:
-    """Draw ``variants_per_image`` random transforms per train image, from ``augment.seed``."""
-    check_config(cfg)
-    rng = np.random.default_rng(int(cfg["seed"]))
-    ordered = train.sort_values("path").reset_index(drop=True)
-    k, n = int(cfg["variants_per_image"]), len(ordered)
-    size = n * k
+TRANSFORM_COLUMNS = PLAN_COLUMNS[3:]
+
+
+def draw_transforms(n: int, cfg: dict[str, Any], rng: np.random.Generator) -> pd.DataFrame:
+    """``n`` random transforms within the ranges of ``augment.*``."""
 
     def uniform(half_width: float) -> np.ndarray:
-        return rng.uniform(-half_width, half_width, size)
+        return rng.uniform(-half_width, half_width, n)
 
-    plan = pd.DataFrame({
-        "path": np.repeat(ordered["path"].to_numpy(), k),
-        "label": np.repeat(ordered["label"].to_numpy(), k),
-        "variant": np.tile(np.arange(1, k + 1), n),
-        "flip_h": rng.random(size) < (0.5 if cfg["horizontal_flip"] else 0.0),
-        "flip_v": rng.random(size) < (0.5 if cfg["vertical_flip"] else 0.0),
+    return pd.DataFrame({
+        "flip_h": rng.random(n) < (0.5 if cfg["horizontal_flip"] else 0.0),
+        "flip_v": rng.random(n) < (0.5 if cfg["vertical_flip"] else 0.0),
         "rotation": uniform(cfg["rotation_degrees"]),
         "shift_x": uniform(cfg["width_shift"]),
         "shift_y": uniform(cfg["height_shift"]),
@@ -57,8 +52,20 @@ def make_plan(train: pd.DataFrame, cfg: dict[str, Any]) -> pd.DataFrame:
         "zoom": 1.0 + uniform(cfg["zoom"]),
         "brightness": 1.0 + uniform(cfg["brightness"]),
         "contrast": 1.0 + uniform(cfg["contrast"]),
-    }, columns=PLAN_COLUMNS)
-    return plan.round(6)
+    }, columns=TRANSFORM_COLUMNS)
+
+
+def make_plan(train: pd.DataFrame, cfg: dict[str, Any]) -> pd.DataFrame:
+    """Draw ``variants_per_image`` random transforms per train image, from ``augment.seed``."""
+    check_config(cfg)
+    rng = np.random.default_rng(int(cfg["seed"]))
+    ordered = train.sort_values("path").reset_index(drop=True)
+    k, n = int(cfg["variants_per_image"]), len(ordered)
+    plan = pd.DataFrame({"path": np.repeat(ordered["path"].to_numpy(), k),
+                         "label": np.repeat(ordered["label"].to_numpy(), k),
+                         "variant": np.tile(np.arange(1, k + 1), n)})
+    plan = pd.concat([plan, draw_transforms(n * k, cfg, rng)], axis=1)
+    return plan[PLAN_COLUMNS].round(6)
 
 
 def inverse_affine(row: dict[str, Any], size: int) -> list[float]:
@@ -105,3 +112,50 @@ def read_plan(path) -> pd.DataFrame:
         else:
             plan[column] = plan[column].astype(float)
     return plan
+
+
+class FreshVariants:
+    """Endless, seeded, newly drawn augmentations of an in-memory image set, pushed through
+    a frozen ``trunk``: the fine-tuning phase sees a different variant of every image in every
+    epoch, which the fixed, cached plan cannot give it.
+
+    A ``keras.utils.PyDataset`` (built by ``as_dataset``) yielding (activations, one-hot)."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, n_classes: int, trunk,
+                 cfg: dict[str, Any], batch_size: int, seed: int):
+        self.images, self.labels, self.n_classes = images, labels, n_classes
+        self.trunk, self.cfg, self.batch_size = trunk, cfg, batch_size
+        self.rng = np.random.default_rng(seed)
+        self.order = self.rng.permutation(len(images))
+
+    def __len__(self) -> int:
+        return -(-len(self.images) // self.batch_size)
+
+    def batch(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        import keras
+
+        picked = self.order[index * self.batch_size:(index + 1) * self.batch_size]
+        rows = draw_transforms(len(picked), self.cfg, self.rng).to_dict("records")
+        augmented = apply_plan(self.images[picked].astype(np.float32), rows, self.cfg["fill_mode"])
+        activations = np.asarray(self.trunk(augmented, training=False))
+        return activations, keras.utils.to_categorical(self.labels[picked], self.n_classes)
+
+    def reshuffle(self) -> None:
+        self.order = self.rng.permutation(len(self.images))
+
+    def as_dataset(self):
+        import keras
+
+        source = self
+
+        class Dataset(keras.utils.PyDataset):
+            def __len__(self):
+                return len(source)
+
+            def __getitem__(self, index):
+                return source.batch(index)
+
+            def on_epoch_end(self):
+                source.reshuffle()
+
+        return Dataset(workers=1, use_multiprocessing=False)

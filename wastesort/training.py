@@ -45,14 +45,21 @@ def class_weights(y: np.ndarray, n_classes: int) -> dict[int, float]:
         {c: 1.0 for c in range(n_classes) if c not in present}
 
 
-def fit(model, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
-        cfg: dict[str, Any], history_csv: Path, callbacks: list | None = None,
-        first_epoch: int = 0) -> TrainingResult:
+def fit(model, train, val: tuple[np.ndarray, np.ndarray], cfg: dict[str, Any],
+        history_csv: Path, callbacks: list | None = None, first_epoch: int = 0,
+        train_labels: np.ndarray | None = None) -> TrainingResult:
     """Train ``model`` with ``cfg`` (lr, epochs, batch_size, patience, label_smoothing,
-    class_weights); the weights of the best validation epoch are kept."""
+    class_weights); the weights of the best validation epoch are kept. ``train`` is an
+    (inputs, labels) pair, or a Keras dataset of one-hot batches with ``train_labels`` given."""
     import keras
 
     n_classes = int(model.output.shape[-1])
+    if isinstance(train, tuple):
+        train_labels = train[1]
+        inputs = {"x": train[0], "y": keras.utils.to_categorical(train[1], n_classes),
+                  "batch_size": int(cfg["batch_size"]), "shuffle": True}
+    else:
+        inputs = {"x": train}
     model.compile(
         optimizer=keras.optimizers.Adam(float(cfg["lr"])),
         loss=keras.losses.CategoricalCrossentropy(
@@ -63,11 +70,10 @@ def fit(model, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.n
                                             restore_best_weights=True, verbose=1)
     history_csv.parent.mkdir(parents=True, exist_ok=True)
     fitted = model.fit(
-        train[0], keras.utils.to_categorical(train[1], n_classes),
+        **inputs,
         validation_data=(val[0], keras.utils.to_categorical(val[1], n_classes)),
         epochs=first_epoch + int(cfg["epochs"]), initial_epoch=first_epoch,
-        batch_size=int(cfg["batch_size"]), shuffle=True,
-        class_weight=class_weights(train[1], n_classes) if cfg.get("class_weights", True)
+        class_weight=class_weights(train_labels, n_classes) if cfg.get("class_weights", True)
         else None,
         callbacks=[stopper, keras.callbacks.CSVLogger(str(history_csv), append=first_epoch > 0),
                    *(callbacks or [])],
@@ -80,8 +86,10 @@ def fit(model, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.n
 
 def fine_tune(classifier: Classifier, train: tuple[np.ndarray, np.ndarray],
               val: tuple[np.ndarray, np.ndarray], head_cfg: dict[str, Any],
-              tune_cfg: dict[str, Any], history_csv: Path) -> TrainingResult:
-    """Head first on pooled activations, then the backbone top and head together."""
+              tune_cfg: dict[str, Any], history_csv: Path, fresh=None) -> TrainingResult:
+    """Head first on pooled activations, then the backbone top and head together, on
+    ``fresh`` (newly augmented images each epoch, see ``FreshVariants``) when given, else on
+    the cached activations."""
     pooled_train = classifier.pooler.predict(train[0], batch_size=256, verbose=0)
     pooled_val = classifier.pooler.predict(val[0], batch_size=256, verbose=0)
     warm = fit(classifier.head, (pooled_train, train[1]), (pooled_val, val[1]), head_cfg,
@@ -90,7 +98,9 @@ def fine_tune(classifier: Classifier, train: tuple[np.ndarray, np.ndarray],
         return warm
     before = classifier.top.get_weights()
     set_fine_tuning(classifier, True)
-    tuned = fit(classifier.top, train, val, tune_cfg, history_csv, first_epoch=warm.epochs_run)
+    data = (fresh.as_dataset(), fresh.labels) if fresh is not None else (train, None)
+    tuned = fit(classifier.top, data[0], val, tune_cfg, history_csv, first_epoch=warm.epochs_run,
+                train_labels=data[1])
     set_fine_tuning(classifier, False)
     if tuned.best_val_accuracy < warm.best_val_accuracy:  # no better than the head alone
         classifier.top.set_weights(before)
