@@ -163,6 +163,7 @@ def set_fine_tuning(classifier: Classifier, enabled: bool) -> None:
     if part is None:
         return
     part.trainable = enabled
+    # A model cut from intermediate tensors does not pass `trainable` on to its layers (they
+    # stay owned by the frozen backbone), so set each one.
     for layer in part.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.trainable = False
+        layer.trainable = enabled and not isinstance(layer, keras.layers.BatchNormalization)
