@@ -32,7 +32,7 @@ def main() -> None:
         for name, data in splits.items():
             features.save(OUT_DIR / f"{name}.npz", data)
         HISTORY.write_text("epoch,accuracy,loss,val_accuracy,val_loss\n")
-        artifacts.write_json("metrics/finetune.json", {"layers": 0, "best_val_accuracy": None})
+        artifacts.write_json("metrics/finetune.json", {"layers": 0, "fine_tuned_top_kept": False})
         print("finetune: finetune.layers = 0, features passed through")
         return
     classes = training.class_order(config.configured_classes(params), splits["train"]["labels"])
@@ -58,7 +58,7 @@ def main() -> None:
         features.save(OUT_DIR / f"{name}.npz", {**data, "features": pooled.astype("float16")})
     artifacts.write_json("metrics/finetune.json", {
         "layers": spec.fine_tune_layers, "best_val_accuracy": round(result.best_val_accuracy, 6),
-        "epochs_run": result.epochs_run})
+        "epochs_run": result.epochs_run, "fine_tuned_top_kept": result.fine_tuned})
     print(f"finetune: top {spec.fine_tune_layers} layers adapted, best val accuracy "
           f"{result.best_val_accuracy:.4f}")
 

@@ -63,6 +63,19 @@ def test_pipeline_outputs(repo):
     assert '"accuracy"' in shown and '"cross_class_duplicate_groups"' in shown
 
 
+def test_saved_model_carries_the_fine_tuned_top(repo):
+    import keras
+    import numpy as np
+
+    from wastesort.model import BackboneSpec, build_classifier, top_backbone
+
+    saved = keras.models.load_model(repo / "models/model.keras").get_layer("backbone_top")
+    imagenet = top_backbone(build_classifier(3, BackboneSpec(224, "imagenet", 11)))
+    changed = any(not np.allclose(a, b) for a, b in zip(saved.get_weights(),
+                                                       imagenet.get_weights()))
+    assert changed == read_json(repo / "metrics/finetune.json")["fine_tuned_top_kept"]
+
+
 def assert_run_is_complete(client: MlflowClient, run_id: str, repo: Path) -> None:
     params = yaml.safe_load((repo / "params.yaml").read_text())
     r = client.get_run(run_id)

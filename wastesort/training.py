@@ -23,6 +23,7 @@ class TrainingResult:
     best_val_accuracy: float
     epochs_run: int
     history: list[dict[str, float]] = field(default_factory=list)
+    fine_tuned: bool = False  # the fine-tuned backbone top was kept (it beat the head alone)
 
 
 def encode_labels(labels: np.ndarray, classes: list[str], source: str) -> np.ndarray:
@@ -102,7 +103,8 @@ def fine_tune(classifier: Classifier, train: tuple[np.ndarray, np.ndarray],
     tuned = fit(classifier.top, data[0], val, tune_cfg, history_csv, first_epoch=warm.epochs_run,
                 train_labels=data[1])
     set_fine_tuning(classifier, False)
-    if tuned.best_val_accuracy < warm.best_val_accuracy:  # no better than the head alone
+    kept = tuned.best_val_accuracy >= warm.best_val_accuracy
+    if not kept:  # no better than the head alone
         classifier.top.set_weights(before)
     return TrainingResult(max(warm.best_val_accuracy, tuned.best_val_accuracy),
-                          tuned.epochs_run, warm.history + tuned.history)
+                          tuned.epochs_run, warm.history + tuned.history, kept)
