@@ -110,7 +110,10 @@ def main() -> int:
         elapsed = time.perf_counter() - start
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
     result = {"startup_to_ready_s": round(ready_s, 1),
               "sequential_ms_p50": round(statistics.median(sequential), 2),
               "sequential_ms_p95": round(percentile(sequential, 95), 2),
