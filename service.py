@@ -15,8 +15,8 @@ import numpy as np
 
 from wastesort import webui
 from wastesort.images import ImageRejected
-from wastesort.serving import (STATUS_FOR, ServeConfig, UploadGuard, check_upload, error_body,
-                               load_champion)
+from wastesort.serving import (STATUS_FOR, ServeConfig, UploadGuard, check_upload, describe,
+                               error_body, load_champion)
 
 CFG = ServeConfig.load()
 
@@ -58,16 +58,8 @@ class WasteSort:
         return self._about
 
     def answer(self, batch: np.ndarray) -> list[dict[str, Any]]:
-        about = self.about_model()
-        probabilities = np.asarray(self.model.predict(batch))
-        out = []
-        for p in probabilities:
-            best = int(np.argmax(p))
-            label = about["labels"][best]
-            out.append({"label": label, "confidence": float(p[best]),
-                        "stream": CFG.stream_for(label),
-                        "probabilities": {c: float(v) for c, v in zip(about["labels"], p)}})
-        return out
+        labels = self.about_model()["labels"]
+        return [describe(labels, p, CFG) for p in np.asarray(self.model.predict(batch))]
 
     def prepare(self, uploads: list[tuple[str, Path]]) -> np.ndarray:
         from wastesort.features import resize_batch

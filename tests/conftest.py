@@ -17,7 +17,7 @@ from tests import imagegen as g
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 PIPELINE_FILES = ["dvc.yaml", "params.yaml", "stages", "wastesort", "service.py",
-                  "bentofile.yaml"]
+                  "bentofile.yaml", "requirements-serve.txt"]
 TINY_CLASSES = {"cardboard": 12, "glass": 12, "metal": 12}
 
 
@@ -67,7 +67,7 @@ def make_pipeline_repo(root: Path) -> Path:
             shutil.copy2(src, root / name)
     g.make_class_folders(root / "rawdata", TINY_CLASSES, size=(64, 48))
     (root / "params.yaml").write_text(yaml.safe_dump(tiny_params("rawdata"), sort_keys=False))
-    (root / ".gitignore").write_text("/rawdata\n/mlflow.db\n/mlruns/\n/mlartifacts/\n/.bentoml/\n")
+    (root / ".gitignore").write_text("/rawdata\n/mlflow.db\n/mlruns/\n/mlartifacts/\n")
     run(["git", "init", "-q"], root)
     run(["dvc", "init", "-q"], root)
     run(["git", "add", "-A"], root)
@@ -126,7 +126,7 @@ def mlflow_server(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def pipeline_repo(tmp_path_factory) -> Path:
-    """A tiny pipeline run once with `dvc repro` (its BentoML store is ``<repo>/.bentoml``).
+    """A tiny pipeline run once with `dvc repro` (its BentoML store is beside the repo).
     Tests must not change it; `scratch_repo` gives a copy to change."""
     root = make_pipeline_repo(tmp_path_factory.mktemp("pipeline") / "repo")
     first = run(["dvc", "repro"], root, env=repo_env(root))
@@ -135,4 +135,5 @@ def pipeline_repo(tmp_path_factory) -> Path:
 
 
 def repo_env(repo: Path, **extra: str) -> dict[str, str]:
-    return tool_env(BENTOML_HOME=str(repo / ".bentoml"), **extra)
+    """Tools' environment for a test repo: its own BentoML store, outside the build context."""
+    return tool_env(BENTOML_HOME=str(repo.parent / f"{repo.name}.bentoml"), **extra)

@@ -26,6 +26,8 @@ def scratch_repo(pipeline_repo, tmp_path_factory) -> Path:
     """A full copy (git, DVC cache, MLflow db, BentoML store) that tests may change."""
     copy = tmp_path_factory.mktemp("scratch") / "repo"
     shutil.copytree(pipeline_repo, copy, symlinks=True)
+    store = Path(repo_env(pipeline_repo)["BENTOML_HOME"])
+    shutil.copytree(store, Path(repo_env(copy)["BENTOML_HOME"]), symlinks=True)
     return copy
 
 

@@ -210,3 +210,16 @@ def test_upload_page_in_chromium(server, pipeline_repo, tmp_path):
     assert label.lower().replace(" ", "_") in LABELS and bars == len(LABELS)
     img = np.asarray(Image.open(shot).convert("L"), dtype=np.float32)
     assert img.shape[1] == 900 and img.std() > 10  # a rendered page, not a blank one
+
+
+def test_bentoml_build_packs_service_and_champion(pipeline_repo):
+    out = run(["bentoml", "build"], pipeline_repo, env=repo_env(pipeline_repo)).stdout
+    assert "Successfully built" in out
+    bentos = json.loads(run(["bentoml", "list", "-o", "json"], pipeline_repo,
+                            env=repo_env(pipeline_repo)).stdout)
+    assert [b["tag"].split(":")[0] for b in bentos] == ["wastesort"]
+    receipt = json.loads((pipeline_repo / "registry/receipt.json").read_text())
+    info = json.loads(run(["bentoml", "get", bentos[0]["tag"], "-o", "json"], pipeline_repo,
+                          env=repo_env(pipeline_repo)).stdout)
+    models = [m["tag"] for service in info["services"] for m in service["models"]]
+    assert models == [receipt["bento_model"]]

@@ -1,15 +1,15 @@
-"""One way to turn image bytes into class probabilities, for evaluate, the CLI and the service.
+"""The Keras model on image files, for `evaluate`: it scores the saved `.keras` model itself.
 
 Decoding goes through ``images.decode`` (same checks as validation), resizing through the
 model's own ``resize`` layer, and the forward pass through one compiled ``tf.function`` over
-224 px batches, which is several times faster than ``model.predict`` on a handful of images.
+224 px batches, several times faster than ``model.predict`` on a handful of images. (The
+service and CLI run the TFLite conversion of the same model, see ``serving``.)
 """
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -76,9 +76,3 @@ class Predictor:
                     raise images.ImageRejected(f"{path}: {exc.reason}", exc.code) from None
             out.append(self.predict_arrays(arrays))
         return np.concatenate(out) if out else np.zeros((0, len(self.labels)), np.float32)
-
-    def describe(self, probabilities: np.ndarray) -> dict[str, Any]:
-        """The service's and CLI's answer for one image."""
-        best = int(np.argmax(probabilities))
-        return {"label": self.labels[best], "confidence": float(probabilities[best]),
-                "probabilities": {c: float(p) for c, p in zip(self.labels, probabilities)}}

@@ -70,6 +70,14 @@ def check_upload(data: bytes, cfg: ServeConfig, field: str = "") -> images.Decod
         raise images.ImageRejected(prefix + exc.reason, exc.code) from None
 
 
+def describe(labels: list[str], probabilities: np.ndarray, cfg: ServeConfig) -> dict[str, Any]:
+    """The answer for one image, as the service and the CLI give it."""
+    best = int(np.argmax(probabilities))
+    return {"label": labels[best], "confidence": float(probabilities[best]),
+            "stream": cfg.stream_for(labels[best]),
+            "probabilities": {c: float(p) for c, p in zip(labels, probabilities)}}
+
+
 def error_body(exc: images.ImageRejected) -> dict[str, str]:
     return {"error": exc.reason, "code": exc.code}
 
@@ -139,11 +147,7 @@ class Champion:
         return self.model.predict(batch)
 
     def describe(self, probabilities: np.ndarray, cfg: ServeConfig) -> dict[str, Any]:
-        best = int(np.argmax(probabilities))
-        label = self.labels[best]
-        return {"label": label, "confidence": float(probabilities[best]),
-                "stream": cfg.stream_for(label),
-                "probabilities": {c: float(p) for c, p in zip(self.labels, probabilities)}}
+        return describe(self.labels, probabilities, cfg)
 
 
 def bento_model(cfg: ServeConfig):
