@@ -15,11 +15,12 @@ def main() -> None:
     stage.quiet_tensorflow()
     params = config.load_params()
     from wastesort import artifacts, features
-    from wastesort.model import BackboneSpec, build_classifier, cache_model
+    from wastesort.model import BackboneSpec, build_classifier, cache_dtype, cache_model
 
     backbone_cfg = config.section(params, "backbone")
     spec = BackboneSpec.from_params(backbone_cfg, config.section(params, "finetune"))
-    extractor = cache_model(build_classifier(2, spec))
+    classifier = build_classifier(2, spec)
+    extractor, dtype = cache_model(classifier), cache_dtype(classifier)
     cfg = {**backbone_cfg, "max_pixels": config.section(params, "validate")["max_pixels"],
            "fill_mode": config.section(params, "augment")["fill_mode"]}
     root = config.data_root(params)
@@ -27,7 +28,7 @@ def main() -> None:
     for name in ("train", "val", "test"):
         split = artifacts.read_manifest(f"data/split/{name}.csv")
         data = features.extract_split(extractor, root, split, plan if name == "train" else None,
-                                      cfg, name)
+                                      cfg, name, dtype)
         features.save(OUT_DIR / f"{name}.npz", data)
         print(f"features: {name}: {data['features'].shape} cached")
 

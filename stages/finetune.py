@@ -37,9 +37,13 @@ def main() -> None:
         return
     classes = training.class_order(config.configured_classes(params), splits["train"]["labels"])
     clf = build_classifier(len(classes), spec, seed=int(cfg["seed"]))
-    xy = {n: (d["features"].astype("float32"), training.encode_labels(d["labels"], classes, n))
+    # uint8 resized images (finetune.layers: all) stay uint8 in memory; Keras casts per batch
+    xy = {n: (d["features"] if d["features"].dtype == np.uint8 else
+              d["features"].astype("float32"), training.encode_labels(d["labels"], classes, n))
           for n, d in splits.items()}
-    head_cfg = {**cfg, "lr": cfg["head_lr"], "epochs": cfg["head_epochs"]}
+    # the warm-up head: plain Adam at head_lr (the schedule and averaging are for the layers)
+    head_cfg = {**cfg, "lr": cfg["head_lr"], "epochs": cfg["head_epochs"],
+                "lr_schedule": "constant", "ema_momentum": 0.0}
     fresh = None
     if cfg.get("fresh_augmentation", True):
         originals = artifacts.read_manifest("data/split/train.csv").sort_values("path")
@@ -50,11 +54,12 @@ def main() -> None:
                               training.encode_labels(originals["label"].to_numpy(), classes,
                                                      "train"),
                               len(classes), clf.trunk, config.section(params, "augment"),
-                              int(cfg["batch_size"]), int(cfg["seed"]))
+                              int(cfg["batch_size"]), int(cfg["seed"]),
+                              float(cfg.get("mixup_alpha", 0.0)))
     result = training.fine_tune(clf, xy["train"], xy["val"], head_cfg, cfg, HISTORY, fresh)
     top_backbone(clf).save_weights(TOP_WEIGHTS)
     for name, data in splits.items():
-        pooled = clf.pooler.predict(xy[name][0], batch_size=256, verbose=0)
+        pooled = clf.pooler.predict(xy[name][0], batch_size=64, verbose=0)
         features.save(OUT_DIR / f"{name}.npz", {**data, "features": pooled.astype("float16")})
     artifacts.write_json("metrics/finetune.json", {
         "layers": spec.fine_tune_layers, "best_val_accuracy": round(result.best_val_accuracy, 6),

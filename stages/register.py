@@ -28,9 +28,7 @@ def main() -> None:
     name, alias = cfg["model_name"], cfg["alias"]
     version, created = registry.register_version(name, alias, run["model_uri"], sha, tags,
                                                   registry.labels_description(labels))
-    bento_tag = registry.import_to_bentoml(name, alias, version, {
-        "labels": labels, "model_sha256": sha, "test_accuracy": evaluation["accuracy"],
-        "mlflow_run_id": run["run_id"]})
+    _, bento_tag = registry.import_champion(name, alias)
     warm_tflite_cache(bento_tag)
     receipt = registry.Receipt(name, version, alias, sha, run["run_id"], bento_tag)
     artifacts.write_json(RECEIPT, receipt.to_json())

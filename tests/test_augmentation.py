@@ -44,3 +44,38 @@ def test_bad_ranges_are_named(key, value):
 
     with pytest.raises(ConfigError, match=f"augment.{key}"):
         make_plan(train_manifest(), {**CFG, key: value})
+
+
+def test_fresh_variants_mixup_blends_images_and_labels_alike():
+    from wastesort.augmentation import FreshVariants
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (12, 16, 16, 3)).astype(np.uint8)
+    labels = np.arange(12) % 3
+    identity_cfg = {**CFG, "horizontal_flip": False, "vertical_flip": False,
+                    **{k: 0.0 for k in ("rotation_degrees", "width_shift", "height_shift",
+                                        "shear_degrees", "zoom", "brightness", "contrast")}}
+    plain = FreshVariants(images, labels, 3, lambda x, training: x, identity_cfg, 12, seed=1)
+    x, y = plain.batch(0)
+    assert set(np.unique(y)) == {0.0, 1.0}  # one-hot
+    mixed = FreshVariants(images, labels, 3, lambda x, training: x, identity_cfg, 12, seed=1,
+                          mixup_alpha=0.4)
+    xm, ym = mixed.batch(0)
+    assert np.allclose(ym.sum(axis=1), 1.0)
+    assert ((ym > 0.01) & (ym < 0.99)).any()  # soft targets
+    # every mixed image is a blend w*a + (1-w)*b of two originals, and its target the same
+    # blend of their one-hot labels
+    order = mixed.order[:12]
+    originals, onehot = images[order].astype(np.float32), np.eye(3)[labels[order]]
+    for i in range(12):
+        found = False
+        for j in range(12):
+            diff = (originals[i] - originals[j]).ravel()
+            w = 1.0 if i == j else float(diff @ (xm[i] - originals[j]).ravel() / (diff @ diff))
+            if np.allclose(xm[i], w * originals[i] + (1 - w) * originals[j], atol=0.05) and \
+                    np.allclose(ym[i], w * onehot[i] + (1 - w) * onehot[j], atol=1e-4):
+                found = True
+                break
+        assert found, f"row {i} is not one blend of two images and their labels"
+    with pytest.raises(Exception, match="mixup_alpha"):
+        FreshVariants(images, labels, 3, None, identity_cfg, 4, seed=1, mixup_alpha=-1)

@@ -67,3 +67,54 @@ def test_cut_inside_a_residual_block_is_refused():
     with pytest.raises(ConfigError, match=r"finetune.layers=12 cuts through a residual block.*"
                                           r"valid values include \[0, 1, .*11, 20"):
         build_classifier(3, BackboneSpec(224, None, 12))
+
+
+def test_weight_average_is_what_training_keeps(tmp_path):
+    """With ema_momentum near 1 the kept weights stay near the first step's, where plain Adam
+    walks on: the averaged weights, not the last step's, are what fit() leaves in the model."""
+    from wastesort.training import fit
+
+    rng = np.random.default_rng(2)
+    x, y = rng.normal(size=(64, 1280)).astype(np.float32), np.arange(64) % 3
+    moved = {}
+    for ema in (0.0, 0.999):
+        head = build_classifier(3, BackboneSpec(224, None, 0), seed=3).head
+        start = [w.copy() for w in head.get_weights()]
+        fit(head, (x, y), (x[:9], y[:9]), {"lr": 1e-2, "epochs": 3, "batch_size": 8,
+                                           "patience": 5, "ema_momentum": ema,
+                                           "lr_schedule": "cosine"}, tmp_path / f"{ema}.csv")
+        moved[ema] = sum(float(np.abs(a - b).sum()) for a, b in zip(start, head.get_weights()))
+    assert 0 < moved[0.999] < 0.5 * moved[0.0]
+
+
+def test_unknown_learning_rate_schedule_is_named():
+    from wastesort.training import optimizer
+
+    with pytest.raises(ConfigError, match="lr_schedule"):
+        optimizer({"lr": 1e-3, "epochs": 2, "lr_schedule": "linear"}, 10)
+
+
+def test_whole_backbone_fine_tuning_caches_resized_images():
+    from wastesort.model import cache_dtype, cache_model
+
+    spec = BackboneSpec.from_params({"image_size": 224, "weights": "none"}, {"layers": "all"})
+    clf = build_classifier(3, spec, seed=1)
+    rng = np.random.default_rng(3)
+    resized = rng.uniform(0, 255, (2, 224, 224, 3)).astype(np.float32)
+    # the trunk hands the resized image on unchanged; the top (scaling, backbone, head) does
+    # the rest, and together they are the deployed model
+    assert np.array_equal(np.asarray(cache_model(clf)(resized)), resized)
+    assert cache_dtype(clf) == "uint8"
+    assert np.abs(np.asarray(clf.top(resized)) - np.asarray(clf.model(resized))).max() < 1e-5
+    set_fine_tuning(clf, True)
+    names = [w.path for w in clf.top.trainable_weights]
+    assert any(n.endswith("Conv1/kernel") for n in names)  # the stem trains too
+    assert not any("_BN/" in n or "bn_Conv1/" in n for n in names)
+    set_fine_tuning(clf, False)
+    assert cache_dtype(build_classifier(3, BackboneSpec(224, None, 11))) == "float16"
+
+
+@pytest.mark.parametrize("layers", [-1, "some", 154, True])
+def test_bad_fine_tune_layers_are_named(layers):
+    with pytest.raises(ConfigError, match="finetune.layers"):
+        build_classifier(3, BackboneSpec.from_params({"weights": "none"}, {"layers": layers}))

@@ -114,17 +114,29 @@ def read_plan(path) -> pd.DataFrame:
     return plan
 
 
+def mix(a: np.ndarray, b: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """``weight * a + (1 - weight) * b`` with one weight per row."""
+    w = weight.reshape((-1,) + (1,) * (a.ndim - 1))
+    return w * a + (1.0 - w) * b
+
+
 class FreshVariants:
     """Endless, seeded, newly drawn augmentations of an in-memory image set, pushed through
     a frozen ``trunk``: the fine-tuning phase sees a different variant of every image in every
     epoch, which the fixed, cached plan cannot give it.
 
+    With ``mixup_alpha`` > 0 each augmented image is blended with another of the batch (and
+    its one-hot label with the same weight, drawn from Beta(alpha, alpha)): mixup.
+
     A ``keras.utils.PyDataset`` (built by ``as_dataset``) yielding (activations, one-hot)."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, n_classes: int, trunk,
-                 cfg: dict[str, Any], batch_size: int, seed: int):
+                 cfg: dict[str, Any], batch_size: int, seed: int, mixup_alpha: float = 0.0):
+        if mixup_alpha < 0:
+            raise ConfigError(f"params.yaml: mixup_alpha must be >= 0, got {mixup_alpha}")
         self.images, self.labels, self.n_classes = images, labels, n_classes
         self.trunk, self.cfg, self.batch_size = trunk, cfg, batch_size
+        self.mixup_alpha = float(mixup_alpha)
         self.rng = np.random.default_rng(seed)
         self.order = self.rng.permutation(len(images))
 
@@ -137,8 +149,15 @@ class FreshVariants:
         picked = self.order[index * self.batch_size:(index + 1) * self.batch_size]
         rows = draw_transforms(len(picked), self.cfg, self.rng).to_dict("records")
         augmented = apply_plan(self.images[picked].astype(np.float32), rows, self.cfg["fill_mode"])
+        targets = keras.utils.to_categorical(self.labels[picked], self.n_classes)
+        if self.mixup_alpha > 0:
+            weight = self.rng.beta(self.mixup_alpha, self.mixup_alpha, len(picked))
+            weight = weight.astype(np.float32)
+            partner = self.rng.permutation(len(picked))
+            augmented = mix(augmented, augmented[partner], weight)
+            targets = mix(targets, targets[partner], weight)
         activations = np.asarray(self.trunk(augmented, training=False))
-        return activations, keras.utils.to_categorical(self.labels[picked], self.n_classes)
+        return activations, targets
 
     def reshuffle(self) -> None:
         self.order = self.rng.permutation(len(self.images))

@@ -73,21 +73,15 @@ def print_table(rows: list[dict]) -> None:
 
 def import_champion(args: argparse.Namespace) -> int:
     """Re-import models:/NAME@ALIAS into the BentoML store (after moving the alias by hand)."""
-    from mlflow import MlflowClient
+    import mlflow
 
     from wastesort import registry, tracking
     from wastesort.config import load_params, section
 
-    params = load_params(args.params)
-    cfg = section(params, "register")
-    import mlflow
-
+    cfg = section(load_params(args.params), "register")
     mlflow.set_tracking_uri(tracking.tracking_uri())
-    mv = MlflowClient().get_model_version_by_alias(cfg["model_name"], cfg["alias"])
-    tag = registry.import_to_bentoml(cfg["model_name"], cfg["alias"], str(mv.version), {
-        "labels": json.loads(mv.tags.get("labels", "[]")), "model_sha256": mv.tags.get("model_sha256"),
-        "test_accuracy": float(mv.tags.get("test_accuracy", "nan")), "mlflow_run_id": mv.run_id})
-    print(f"{cfg['model_name']}@{cfg['alias']} is version {mv.version}; BentoML model {tag}")
+    version, tag = registry.import_champion(cfg["model_name"], cfg["alias"])
+    print(f"{cfg['model_name']}@{cfg['alias']} is version {version}; BentoML model {tag}")
     return 0
 
 

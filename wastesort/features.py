@@ -6,6 +6,7 @@ exactly what the deployed model computes below its trainable top.
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,17 @@ from wastesort import images
 from wastesort.augmentation import apply_plan
 
 
-def resize_batch(arrays: list[np.ndarray], size: int) -> np.ndarray:
-    """The model's ``Resizing`` layer applied image by image (sizes differ before it)."""
+@lru_cache(maxsize=4)
+def _resizer(size: int):
     import keras
 
-    resize = keras.layers.Resizing(size, size, name="resize")
+    return keras.layers.Resizing(size, size, name="resize")
+
+
+def resize_batch(arrays: list[np.ndarray], size: int) -> np.ndarray:
+    """The model's ``Resizing`` layer applied image by image (sizes differ before it); one
+    layer per size is kept, as the service calls this for every request."""
+    resize = _resizer(size)
     return np.stack([np.asarray(resize(a.astype(np.float32))) for a in arrays])
 
 
@@ -35,12 +42,16 @@ def load_resized(root: Path, paths: list[str], size: int, max_pixels: int) -> np
     return resize_batch(arrays, size)
 
 
-def run_trunk(trunk, batch: np.ndarray) -> np.ndarray:
-    return np.asarray(trunk(batch, training=False)).astype(np.float16)
+def run_trunk(trunk, batch: np.ndarray, dtype: str = "float16") -> np.ndarray:
+    out = np.asarray(trunk(batch, training=False))
+    if dtype == "uint8":
+        out = np.clip(np.round(out), 0, 255)
+    return out.astype(dtype)
 
 
 def extract_split(trunk, root: Path, split: pd.DataFrame, plan: pd.DataFrame | None,
-                  cfg: dict[str, Any], name: str) -> dict[str, np.ndarray]:
+                  cfg: dict[str, Any], name: str, dtype: str = "float16"
+                  ) -> dict[str, np.ndarray]:
     """Features for every image of a split (variant 0) and, for train, each planned variant."""
     size, chunk = int(cfg["image_size"]), int(cfg["batch_size"])
     plan_by_path = {p: g.to_dict("records") for p, g in plan.groupby("path")} if plan is not None \
@@ -50,7 +61,7 @@ def extract_split(trunk, root: Path, split: pd.DataFrame, plan: pd.DataFrame | N
     for start in tqdm(range(0, len(ordered), chunk), desc=f"features: {name}", unit="batch"):
         part = ordered.iloc[start:start + chunk]
         batch = load_resized(root, part["path"].tolist(), size, int(cfg["max_pixels"]))
-        feats.append(run_trunk(trunk, batch))
+        feats.append(run_trunk(trunk, batch, dtype))
         labels += part["label"].tolist()
         paths += part["path"].tolist()
         variants += [0] * len(part)
@@ -59,7 +70,7 @@ def extract_split(trunk, root: Path, split: pd.DataFrame, plan: pd.DataFrame | N
             group = rows[v_start:v_start + chunk]
             augmented = apply_plan(batch[[i for i, _ in group]], [r for _, r in group],
                                    cfg["fill_mode"])
-            feats.append(run_trunk(trunk, augmented))
+            feats.append(run_trunk(trunk, augmented, dtype))
             labels += [r["label"] for _, r in group]
             paths += [r["path"] for _, r in group]
             variants += [int(r["variant"]) for _, r in group]

@@ -3,7 +3,8 @@
 The frozen part of MobileNetV2 (everything below the top ``finetune.layers`` layers) is the
 *trunk*; what sits above it (those top layers, pooling and the Dense head) is the *top*. The
 trunk's output for every image is computed once and cached (see ``features``), so training
-only ever runs the small top.
+only ever runs the top. With ``finetune.layers: all`` the whole backbone is the top and the
+trunk only hands on the resized images.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import keras
 from wastesort.config import ConfigError
 
 BACKBONE_NAME = "mobilenetv2_1.00_224"
+BACKBONE_LAYERS = 153  # MobileNetV2 without its top, input layer not counted
 
 
 @dataclass(frozen=True)
@@ -29,9 +31,11 @@ class BackboneSpec:
         weights = backbone_cfg.get("weights", "imagenet")
         if weights in (None, "none", "None", ""):
             weights = None
-        k = int(finetune_cfg.get("layers", 0))
-        if k < 0:
-            raise ConfigError("params.yaml: finetune.layers must be >= 0")
+        k = finetune_cfg.get("layers", 0)
+        k = BACKBONE_LAYERS if k == "all" else k
+        if not isinstance(k, int) or isinstance(k, bool) or k < 0:
+            raise ConfigError(f"params.yaml: finetune.layers must be 'all' or a whole number "
+                              f">= 0, got {k!r}")
         return cls(int(backbone_cfg.get("image_size", 224)), weights, k)
 
 
@@ -57,13 +61,16 @@ def backbone(spec: BackboneSpec) -> keras.Model:
     return net
 
 
-def split_backbone(net: keras.Model, k: int) -> tuple[keras.Model, keras.Model | None]:
-    """Cut the backbone below its top ``k`` layers: (frozen bottom, trainable top or None)."""
+def split_backbone(net: keras.Model, k: int) -> tuple[keras.Model | None, keras.Model | None]:
+    """Cut the backbone below its top ``k`` layers: (frozen bottom or None, trainable top or
+    None). ``k`` = every layer fine-tunes the whole backbone (no frozen bottom)."""
     if k == 0:
         return net, None
-    if k >= len(net.layers) - 1:
+    if k > len(net.layers) - 1:
         raise ConfigError(f"finetune.layers={k}: the backbone has only "
                           f"{len(net.layers) - 1} layers")
+    if k == len(net.layers) - 1:
+        return None, keras.Model(net.input, net.output, name="backbone_top")
     cut = net.layers[-k - 1]
     try:
         top = keras.Model(cut.output, net.output, name="backbone_top")
@@ -74,9 +81,9 @@ def split_backbone(net: keras.Model, k: int) -> tuple[keras.Model, keras.Model |
     return bottom, top
 
 
-def valid_cuts(net: keras.Model, up_to: int = 60) -> list[int]:
+def valid_cuts(net: keras.Model) -> list[int]:
     valid = [0]
-    for k in range(1, min(up_to, len(net.layers) - 1)):
+    for k in range(1, len(net.layers) - 1):
         try:
             keras.Model(net.layers[-k - 1].output, net.output)
             valid.append(k)
@@ -122,15 +129,25 @@ def build_classifier(n_classes: int, spec: BackboneSpec, dense_units: int = 128,
     x = image
     for layer in preprocessing(spec):
         x = layer(x)
-    model = keras.Model(image, classify(pooled(bottom(x, training=False))),
-                        name="wastesort_classifier")
+    if bottom is not None:
+        x = bottom(x, training=False)
+    model = keras.Model(image, classify(pooled(x)), name="wastesort_classifier")
 
-    trunk_in = keras.Input(shape=(spec.image_size, spec.image_size, 3), name="resized_image")
-    trunk = keras.Model(trunk_in, bottom(preprocessing(spec)[1](trunk_in), training=False),
-                        name="trunk")
-    act_in = keras.Input(shape=tuple(bottom.output.shape[1:]), name="activations")
-    top = keras.Model(act_in, classify(pooled(act_in)), name="top")
-    pooler = keras.Model(act_in, pooled(act_in), name="pooler")
+    size = spec.image_size
+    trunk_in = keras.Input(shape=(size, size, 3), name="resized_image")
+    if bottom is None:  # the whole backbone is fine-tuned: the trunk passes resized images on
+        trunk = keras.Model(trunk_in, keras.layers.Identity(name="resized")(trunk_in),
+                            name="trunk")
+        scale = preprocessing(spec)[1]
+        act_in = keras.Input(shape=(size, size, 3), name="activations")
+        top = keras.Model(act_in, classify(pooled(scale(act_in))), name="top")
+        pooler = keras.Model(act_in, pooled(scale(act_in)), name="pooler")
+    else:
+        trunk = keras.Model(trunk_in, bottom(preprocessing(spec)[1](trunk_in), training=False),
+                            name="trunk")
+        act_in = keras.Input(shape=tuple(bottom.output.shape[1:]), name="activations")
+        top = keras.Model(act_in, classify(pooled(act_in)), name="top")
+        pooler = keras.Model(act_in, pooled(act_in), name="pooler")
     feat_in = keras.Input(shape=(int(pool.output.shape[-1]),), name="features")
     head = keras.Model(feat_in, classify(feat_in), name="head")
     return Classifier(model, trunk, top, pooler, head)
@@ -148,6 +165,13 @@ def cache_model(classifier: Classifier) -> keras.Model:
         return classifier.trunk
     trunk = classifier.trunk
     return keras.Model(trunk.input, classifier.pooler(trunk.output), name="trunk_pooled")
+
+
+def cache_dtype(classifier: Classifier) -> str:
+    """Resized images (the whole backbone is fine-tuned) cache as uint8, activations as
+    float16: half the disk, and precise enough for either."""
+    resized_only = any(layer.name == "resized" for layer in classifier.trunk.layers)
+    return "uint8" if resized_only else "float16"
 
 
 def parameter_counts(model: keras.Model) -> dict[str, int]:

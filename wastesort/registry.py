@@ -76,5 +76,23 @@ def import_to_bentoml(name: str, alias: str, version: str, metadata: dict[str, A
     return str(model.tag)
 
 
+def version_metadata(version) -> dict[str, Any]:
+    """What the BentoML store model carries, read from a registered version's tags."""
+    tags = version.tags
+    return {"labels": json.loads(tags.get("labels", "[]")),
+            "model_sha256": tags.get("model_sha256"),
+            "test_accuracy": float(tags.get("test_accuracy", "nan")),
+            "mlflow_run_id": version.run_id}
+
+
+def import_champion(name: str, alias: str) -> tuple[str, str]:
+    """Import the version ``models:/NAME@ALIAS`` points at: (its version, BentoML tag)."""
+    from mlflow import MlflowClient
+
+    version = MlflowClient().get_model_version_by_alias(name, alias)
+    return str(version.version), import_to_bentoml(name, alias, str(version.version),
+                                                   version_metadata(version))
+
+
 def labels_description(labels: list[str]) -> str:
     return "Waste material classifier. Softmax order: " + json.dumps(labels)

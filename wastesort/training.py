@@ -3,7 +3,9 @@
 The trunk's activations are computed once (``features``). ``fine_tune`` first fits a head on
 their pooled form, then unfreezes the backbone layers above the cut and trains them with that
 head at a lower learning rate. ``fit`` is the one training loop both use: Adam, class weights,
-label smoothing, the best epoch by validation accuracy restored (Keras EarlyStopping).
+label smoothing, the best epoch by validation accuracy restored (Keras EarlyStopping), and on
+request a cosine learning-rate decay and an exponential moving average of the weights (Keras's
+optimizer EMA, evaluated and kept through ``SwapEMAWeights``).
 """
 from __future__ import annotations
 
@@ -46,12 +48,30 @@ def class_weights(y: np.ndarray, n_classes: int) -> dict[int, float]:
         {c: 1.0 for c in range(n_classes) if c not in present}
 
 
+def optimizer(cfg: dict[str, Any], steps_per_epoch: int):
+    """Adam at ``lr``; ``lr_schedule: cosine`` decays it to 0 over ``epochs``, and
+    ``ema_momentum`` > 0 keeps a moving average of the weights (what is evaluated and kept)."""
+    import keras
+
+    lr = float(cfg["lr"])
+    schedule = cfg.get("lr_schedule", "constant")
+    if schedule == "cosine":
+        lr = keras.optimizers.schedules.CosineDecay(lr, int(cfg["epochs"]) * steps_per_epoch)
+    elif schedule != "constant":
+        raise ConfigError(f"params.yaml: lr_schedule must be constant or cosine, got {schedule!r}")
+    ema = float(cfg.get("ema_momentum", 0.0))
+    if not 0.0 <= ema < 1.0:
+        raise ConfigError(f"params.yaml: ema_momentum must be in [0, 1), got {ema}")
+    return keras.optimizers.Adam(lr, use_ema=ema > 0, ema_momentum=ema or 0.99)
+
+
 def fit(model, train, val: tuple[np.ndarray, np.ndarray], cfg: dict[str, Any],
         history_csv: Path, callbacks: list | None = None, first_epoch: int = 0,
         train_labels: np.ndarray | None = None) -> TrainingResult:
     """Train ``model`` with ``cfg`` (lr, epochs, batch_size, patience, label_smoothing,
-    class_weights); the weights of the best validation epoch are kept. ``train`` is an
-    (inputs, labels) pair, or a Keras dataset of one-hot batches with ``train_labels`` given."""
+    class_weights, optionally lr_schedule and ema_momentum); the weights of the best validation
+    epoch are kept. ``train`` is an (inputs, labels) pair, or a Keras dataset of one-hot batches
+    with ``train_labels`` given."""
     import keras
 
     n_classes = int(model.output.shape[-1])
@@ -59,10 +79,13 @@ def fit(model, train, val: tuple[np.ndarray, np.ndarray], cfg: dict[str, Any],
         train_labels = train[1]
         inputs = {"x": train[0], "y": keras.utils.to_categorical(train[1], n_classes),
                   "batch_size": int(cfg["batch_size"]), "shuffle": True}
+        steps = -(-len(train[0]) // int(cfg["batch_size"]))
     else:
         inputs = {"x": train}
+        steps = len(train)
+    opt = optimizer(cfg, steps)
     model.compile(
-        optimizer=keras.optimizers.Adam(float(cfg["lr"])),
+        optimizer=opt,
         loss=keras.losses.CategoricalCrossentropy(
             label_smoothing=float(cfg.get("label_smoothing", 0.0))),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
@@ -76,7 +99,9 @@ def fit(model, train, val: tuple[np.ndarray, np.ndarray], cfg: dict[str, Any],
         epochs=first_epoch + int(cfg["epochs"]), initial_epoch=first_epoch,
         class_weight=class_weights(train_labels, n_classes) if cfg.get("class_weights", True)
         else None,
-        callbacks=[stopper, keras.callbacks.CSVLogger(str(history_csv), append=first_epoch > 0),
+        # SwapEMAWeights first: validation, the best-epoch copy and the result use the average.
+        callbacks=[*([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if opt.use_ema else []),
+                   stopper, keras.callbacks.CSVLogger(str(history_csv), append=first_epoch > 0),
                    *(callbacks or [])],
         verbose=2)
     history = [{"epoch": e, **{k: float(v[i]) for k, v in fitted.history.items()}}
@@ -91,8 +116,8 @@ def fine_tune(classifier: Classifier, train: tuple[np.ndarray, np.ndarray],
     """Head first on pooled activations, then the backbone top and head together, on
     ``fresh`` (newly augmented images each epoch, see ``FreshVariants``) when given, else on
     the cached activations."""
-    pooled_train = classifier.pooler.predict(train[0], batch_size=256, verbose=0)
-    pooled_val = classifier.pooler.predict(val[0], batch_size=256, verbose=0)
+    pooled_train = classifier.pooler.predict(train[0], batch_size=64, verbose=0)
+    pooled_val = classifier.pooler.predict(val[0], batch_size=64, verbose=0)
     warm = fit(classifier.head, (pooled_train, train[1]), (pooled_val, val[1]), head_cfg,
                history_csv)
     if top_backbone(classifier) is None:
