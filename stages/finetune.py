@@ -12,6 +12,7 @@ from wastesort import artifacts, config, stage
 FEATURES = Path("data/features")
 OUT_DIR = Path("data/finetuned")
 TOP_WEIGHTS = OUT_DIR / "backbone_top.weights.h5"
+HEAD_WEIGHTS = OUT_DIR / "head.weights.h5"
 HISTORY = Path("metrics/finetune_history.csv")
 
 
@@ -36,14 +37,15 @@ def main() -> None:
         print("finetune: finetune.layers = 0, features passed through")
         return
     classes = training.class_order(config.configured_classes(params), splits["train"]["labels"])
-    clf = build_classifier(len(classes), spec, seed=int(cfg["seed"]))
+    clf = build_classifier(len(classes), spec, int(cfg["head_dense_units"]),
+                           float(cfg["head_dropout"]), seed=int(cfg["seed"]))
     # uint8 resized images (finetune.layers: all) stay uint8 in memory; Keras casts per batch
     xy = {n: (d["features"] if d["features"].dtype == np.uint8 else
               d["features"].astype("float32"), training.encode_labels(d["labels"], classes, n))
           for n, d in splits.items()}
     # the warm-up head: plain Adam at head_lr (the schedule and averaging are for the layers)
     head_cfg = {**cfg, "lr": cfg["head_lr"], "epochs": cfg["head_epochs"],
-                "lr_schedule": "constant", "ema_momentum": 0.0}
+                "patience": cfg["head_patience"], "lr_schedule": "constant", "ema_momentum": 0.0}
     fresh = None
     if cfg.get("fresh_augmentation", True):
         originals = artifacts.read_manifest("data/split/train.csv").sort_values("path")
@@ -58,6 +60,7 @@ def main() -> None:
                               float(cfg.get("mixup_alpha", 0.0)))
     result = training.fine_tune(clf, xy["train"], xy["val"], head_cfg, cfg, HISTORY, fresh)
     top_backbone(clf).save_weights(TOP_WEIGHTS)
+    clf.head.save_weights(HEAD_WEIGHTS)  # `train` starts from it
     for name, data in splits.items():
         pooled = clf.pooler.predict(xy[name][0], batch_size=64, verbose=0)
         features.save(OUT_DIR / f"{name}.npz", {**data, "features": pooled.astype("float16")})

@@ -39,17 +39,19 @@ def main() -> None:
                             if isinstance(v, (int, float))})
         mlflow.log_dict(validation, "data/validation_summary.json")
         log_finetune_history(mlflow, Path("metrics/finetune_history.csv"))
-        result = training.fit(
+        result = training.fit_head(
             clf.head, (train["features"].astype("float32"),
                        training.encode_labels(train["labels"], classes, "train")),
             (val["features"].astype("float32"),
              training.encode_labels(val["labels"], classes, "val")),
-            cfg, Path("metrics/train_history.csv"), [tracking.epoch_metrics_callback()])
+            cfg, Path("metrics/train_history.csv"), [tracking.epoch_metrics_callback()],
+            start=FEATURES / "head.weights.h5")
         MODEL_DIR.mkdir(exist_ok=True)
         clf.model.save(MODEL_DIR / "model.keras")
         (MODEL_DIR / "labels.json").write_text(json.dumps(classes, indent=2) + "\n")
         summary = {"best_val_accuracy": round(result.best_val_accuracy, 6),
                    "epochs_run": result.epochs_run, "n_train_features": int(len(train["labels"])),
+                   "kept_fine_tuned_head": result.kept_start,
                    **counts}
         artifacts.write_json("metrics/train.json", summary)
         mlflow.log_metric("best_val_accuracy", result.best_val_accuracy)

@@ -26,6 +26,7 @@ class TrainingResult:
     epochs_run: int
     history: list[dict[str, float]] = field(default_factory=list)
     fine_tuned: bool = False  # the fine-tuned backbone top was kept (it beat the head alone)
+    kept_start: bool = False  # the head it started from was kept (training did not beat it)
 
 
 def encode_labels(labels: np.ndarray, classes: list[str], source: str) -> np.ndarray:
@@ -133,3 +134,30 @@ def fine_tune(classifier: Classifier, train: tuple[np.ndarray, np.ndarray],
         classifier.top.set_weights(before)
     return TrainingResult(max(warm.best_val_accuracy, tuned.best_val_accuracy),
                           tuned.epochs_run, warm.history + tuned.history, kept)
+
+
+def accuracy(model, x: np.ndarray, y: np.ndarray) -> float:
+    probabilities = model.predict(x, batch_size=256, verbose=0)
+    return float((probabilities.argmax(axis=1) == y).mean())
+
+
+def fit_head(head, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
+             cfg: dict[str, Any], history_csv: Path, callbacks: list | None = None,
+             start: Path | None = None) -> TrainingResult:
+    """Fit the head on pooled features, starting from the fine-tuning phase's head when
+    ``start`` holds weights of the same shape (it was trained with the backbone on fresh
+    variants, so it is kept unless training beats its validation accuracy), else from scratch.
+    """
+    initial = None
+    if start is not None and start.is_file():
+        fresh = head.get_weights()
+        try:
+            head.load_weights(start)
+            initial = [w.copy() for w in head.get_weights()], accuracy(head, *val)
+        except ValueError:  # another head shape (e.g. train.dense_units changed)
+            head.set_weights(fresh)
+    result = fit(head, train, val, cfg, history_csv, callbacks)
+    if initial is not None and initial[1] > result.best_val_accuracy:
+        head.set_weights(initial[0])
+        return TrainingResult(initial[1], result.epochs_run, result.history, kept_start=True)
+    return result
