@@ -50,7 +50,12 @@ class WasteSort:
     model = bentoml.depends(WasteModel)
 
     def __init__(self) -> None:
+        from wastesort.features import resize_batch
+
         self._about: dict[str, Any] | None = None
+        # import TensorFlow and build the resize layer now, before /readyz, not on the first
+        # upload (that made the first answer take about 10 s)
+        resize_batch([np.zeros((4, 4, 3), np.float32)], CFG.image_size)
 
     def about_model(self) -> dict[str, Any]:
         if self._about is None:

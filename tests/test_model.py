@@ -118,3 +118,28 @@ def test_whole_backbone_fine_tuning_caches_resized_images():
 def test_bad_fine_tune_layers_are_named(layers):
     with pytest.raises(ConfigError, match="finetune.layers"):
         build_classifier(3, BackboneSpec.from_params({"weights": "none"}, {"layers": layers}))
+
+
+def test_head_starts_from_the_fine_tuned_head_and_keeps_it_unless_beaten(tmp_path):
+    from wastesort.training import accuracy, fit, fit_head
+
+    rng = np.random.default_rng(4)
+    centres = rng.normal(size=(3, 1280)).astype(np.float32)
+    y = np.arange(90) % 3
+    x = centres[y] + 0.5 * rng.normal(size=(90, 1280)).astype(np.float32)
+    cfg = {"lr": 1e-3, "epochs": 5, "batch_size": 16, "patience": 5}
+    tuned = build_classifier(3, BackboneSpec(224, None, 0), seed=5).head
+    fit(tuned, (x, y), (x[:30], y[:30]), cfg, tmp_path / "a.csv")
+    tuned.save_weights(tmp_path / "head.weights.h5")
+    good = accuracy(tuned, x[:30], y[:30])
+    # training that only makes it worse (on shuffled labels): the start is kept
+    head = build_classifier(3, BackboneSpec(224, None, 0), seed=6).head
+    result = fit_head(head, (x, rng.permutation(y)), (x[:30], y[:30]), {**cfg, "lr": 0.1},
+                      tmp_path / "b.csv", start=tmp_path / "head.weights.h5")
+    assert result.kept_start and result.best_val_accuracy == good
+    assert all(np.array_equal(a, b) for a, b in zip(head.get_weights(), tuned.get_weights()))
+    # another head shape cannot start from it and trains from scratch
+    wide = build_classifier(3, BackboneSpec(224, None, 0), dense_units=64, seed=6).head
+    result = fit_head(wide, (x, y), (x[:30], y[:30]), cfg, tmp_path / "c.csv",
+                      start=tmp_path / "head.weights.h5")
+    assert not result.kept_start and wide.get_weights()[0].shape == (1280, 64)

@@ -39,6 +39,7 @@ class ServeConfig:
     tflite_threads: int
     streams: dict[str, str]
     default_stream: str
+    image_size: int = 224  # backbone.image_size, to warm the resize up (the model has its own)
 
     @classmethod
     def load(cls, params_file: str | os.PathLike = "params.yaml") -> ServeConfig:
@@ -51,7 +52,8 @@ class ServeConfig:
                    max_latency_ms=int(serve["max_latency_ms"]),
                    tflite_threads=int(serve["tflite_threads"]),
                    streams={str(k): str(v) for k, v in (serve.get("streams") or {}).items()},
-                   default_stream=str(serve["default_stream"]))
+                   default_stream=str(serve["default_stream"]),
+                   image_size=int((params.get("backbone") or {}).get("image_size", 224)))
 
     def stream_for(self, label: str) -> str:
         return self.streams.get(label, self.default_stream)
