@@ -135,19 +135,18 @@ def build_classifier(n_classes: int, spec: BackboneSpec, dense_units: int = 128,
 
     size = spec.image_size
     trunk_in = keras.Input(shape=(size, size, 3), name="resized_image")
+    scale = preprocessing(spec)[1]
     if bottom is None:  # the whole backbone is fine-tuned: the trunk passes resized images on
-        trunk = keras.Model(trunk_in, keras.layers.Identity(name="resized")(trunk_in),
-                            name="trunk")
-        scale = preprocessing(spec)[1]
+        trunk_out = keras.layers.Identity(name="resized")(trunk_in)
         act_in = keras.Input(shape=(size, size, 3), name="activations")
-        top = keras.Model(act_in, classify(pooled(scale(act_in))), name="top")
-        pooler = keras.Model(act_in, pooled(scale(act_in)), name="pooler")
+        top_in = scale(act_in)
     else:
-        trunk = keras.Model(trunk_in, bottom(preprocessing(spec)[1](trunk_in), training=False),
-                            name="trunk")
+        trunk_out = bottom(scale(trunk_in), training=False)
         act_in = keras.Input(shape=tuple(bottom.output.shape[1:]), name="activations")
-        top = keras.Model(act_in, classify(pooled(act_in)), name="top")
-        pooler = keras.Model(act_in, pooled(act_in), name="pooler")
+        top_in = act_in
+    trunk = keras.Model(trunk_in, trunk_out, name="trunk")
+    top = keras.Model(act_in, classify(pooled(top_in)), name="top")
+    pooler = keras.Model(act_in, pooled(top_in), name="pooler")
     feat_in = keras.Input(shape=(int(pool.output.shape[-1]),), name="features")
     head = keras.Model(feat_in, classify(feat_in), name="head")
     return Classifier(model, trunk, top, pooler, head)

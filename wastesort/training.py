@@ -129,9 +129,7 @@ def fine_tune(classifier: Classifier, train: tuple[np.ndarray, np.ndarray],
     tuned = fit(classifier.top, data[0], val, tune_cfg, history_csv, first_epoch=warm.epochs_run,
                 train_labels=data[1])
     set_fine_tuning(classifier, False)
-    kept = tuned.best_val_accuracy >= warm.best_val_accuracy
-    if not kept:  # no better than the head alone
-        classifier.top.set_weights(before)
+    kept = not restore_unless_beaten(classifier.top, before, warm.best_val_accuracy, tuned)
     return TrainingResult(max(warm.best_val_accuracy, tuned.best_val_accuracy),
                           tuned.epochs_run, warm.history + tuned.history, kept)
 
@@ -148,16 +146,28 @@ def fit_head(head, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, 
     ``start`` holds weights of the same shape (it was trained with the backbone on fresh
     variants, so it is kept unless training beats its validation accuracy), else from scratch.
     """
-    initial = None
+    start_weights = None
     if start is not None and start.is_file():
-        fresh = head.get_weights()
+        untrained = head.get_weights()
         try:
             head.load_weights(start)
-            initial = [w.copy() for w in head.get_weights()], accuracy(head, *val)
+            start_weights = [w.copy() for w in head.get_weights()]
         except ValueError:  # another head shape (e.g. train.dense_units changed)
-            head.set_weights(fresh)
+            head.set_weights(untrained)
+    if start_weights is None:
+        return fit(head, train, val, cfg, history_csv, callbacks)
+    start_accuracy = accuracy(head, *val)
     result = fit(head, train, val, cfg, history_csv, callbacks)
-    if initial is not None and initial[1] > result.best_val_accuracy:
-        head.set_weights(initial[0])
-        return TrainingResult(initial[1], result.epochs_run, result.history, kept_start=True)
+    if restore_unless_beaten(head, start_weights, start_accuracy, result):
+        return TrainingResult(start_accuracy, result.epochs_run, result.history, kept_start=True)
     return result
+
+
+def restore_unless_beaten(model, before: list[np.ndarray], before_accuracy: float,
+                          result: TrainingResult) -> bool:
+    """Put ``before`` back when training (``result``) did not reach its validation accuracy;
+    a tie goes to the trained weights. True when restored."""
+    if result.best_val_accuracy >= before_accuracy:
+        return False
+    model.set_weights(before)
+    return True
