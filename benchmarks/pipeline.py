@@ -32,12 +32,29 @@ def sh(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, float, str]
     return proc.returncode, elapsed, proc.stdout
 
 
+def cpu_model() -> str:
+    """The CPU's model name as lscpu prints it (timings mean little without it)."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        out = ""
+    names = [line.split(":", 1)[1].strip() for line in out.splitlines()
+             if line.startswith("Model name:")]
+    flags = next((line for line in out.splitlines() if line.startswith("Flags:")), "")
+    isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    return f"{names[0] if names else platform.processor() or 'unknown'} ({isa})"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--data", default="../shared/data/trashnet")
     ap.add_argument("--classes", default="[]", help="YAML list for data.classes")
     ap.add_argument("--workdir", help="clone here instead of a temporary folder")
     ap.add_argument("--enforce-gate", action="store_true", help="exit 1 when the gate fails")
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="override one parameter (YAML value), e.g. --set split.seed=0")
+    ap.add_argument("--no-rerun", action="store_true",
+                    help="skip the head-parameter re-run after the cold pipeline")
     ap.add_argument("--out", default=str(REPO / "benchmarks/results/pipeline.json"))
     args = ap.parse_args()
 
@@ -51,6 +68,12 @@ def main() -> int:
     params_file = work / "params.yaml"
     params = yaml.safe_load(params_file.read_text())
     params["data"] = {"path": str(data), "classes": yaml.safe_load(args.classes)}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        section, _, name = key.partition(".")
+        if not name or section not in params or not isinstance(params[section], dict):
+            ap.error(f"--set {item}: expected SECTION.KEY=VALUE with a section of params.yaml")
+        params[section][name] = yaml.safe_load(value)
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
 
     stages = list(yaml.safe_load((work / "dvc.yaml").read_text())["stages"])  # in run order
@@ -64,15 +87,22 @@ def main() -> int:
             break
     result = {"data": str(data), "stage_seconds": timings,
               "total_seconds": round(sum(timings.values()), 1), "failed_stage": failed,
-              "machine": f"{platform.machine()}, {os.cpu_count()} cores", "commit":
+              "machine": f"{platform.machine()}, {os.cpu_count()} cores", "cpu": cpu_model(),
+              "overrides": args.set, "commit":
               subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=work, text=True,
                              capture_output=True).stdout.strip()}
     metrics = work / "metrics/evaluate.json"
     if metrics.is_file():
         ev = json.loads(metrics.read_text())
         result.update(accuracy=ev["accuracy"], macro_f1=ev["macro_f1"], n_test=ev["n_test"],
-                      gate=ev["min_accuracy"], gate_passed=ev["gate_passed"])
-    if failed is None or failed == "evaluate":
+                      gate=ev["min_accuracy"], gate_passed=ev["gate_passed"],
+                      per_class_f1={c: v["f1-score"] for c, v in ev["per_class"].items()})
+    tuned = work / "metrics/finetune.json"
+    if tuned.is_file():
+        ft = json.loads(tuned.read_text())
+        result.update({k: ft[k] for k in ("epoch_seconds", "train_images_per_second",
+                                           "best_val_accuracy") if k in ft})
+    if (failed is None or failed == "evaluate") and not args.no_rerun:
         params["train"]["dropout"] = round(float(params["train"]["dropout"]) + 0.05, 3)
         params_file.write_text(yaml.safe_dump(params, sort_keys=False))
         print("\n=== head-parameter change (train.dropout), dvc repro", flush=True)

@@ -10,7 +10,7 @@ PREVIEW = Path("reports/augment/preview.png")
 
 
 def main() -> None:
-    stage.quiet_tensorflow()
+    stage.load_tensorflow()
     params = config.load_params()
     cfg = config.section(params, "augment")
     train = artifacts.read_manifest("data/split/train.csv")

@@ -8,7 +8,7 @@ REPORTS = Path("reports/evaluate")
 
 
 def main() -> None:
-    stage.quiet_tensorflow()
+    stage.load_tensorflow()
     params = config.load_params()
     cfg = config.section(params, "evaluate")
     import mlflow

@@ -12,7 +12,7 @@ OUT_DIR = Path("data/features")
 
 
 def main() -> None:
-    stage.quiet_tensorflow()
+    stage.load_tensorflow()
     params = config.load_params()
     from wastesort import artifacts, features
     from wastesort.model import BackboneSpec, build_classifier, cache_dtype, cache_model

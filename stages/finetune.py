@@ -17,7 +17,8 @@ HISTORY = Path("metrics/finetune_history.csv")
 
 
 def main() -> None:
-    stage.quiet_tensorflow()
+    device = stage.load_tensorflow()[1]
+    print(f"finetune: training on {device}")
     params = config.load_params()
     cfg = config.section(params, "finetune")
     from wastesort import features, training
@@ -66,9 +67,10 @@ def main() -> None:
         features.save(OUT_DIR / f"{name}.npz", {**data, "features": pooled.astype("float16")})
     artifacts.write_json("metrics/finetune.json", {
         "layers": spec.fine_tune_layers, "best_val_accuracy": round(result.best_val_accuracy, 6),
-        "epochs_run": result.epochs_run, "fine_tuned_top_kept": result.fine_tuned})
+        "epochs_run": result.epochs_run, "fine_tuned_top_kept": result.fine_tuned,
+        **training.speed(result)})
     print(f"finetune: top {spec.fine_tune_layers} layers adapted, best val accuracy "
-          f"{result.best_val_accuracy:.4f}")
+          f"{result.best_val_accuracy:.4f}; {training.speed(result)}")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ RECEIPT = Path("registry/receipt.json")
 
 
 def main() -> None:
-    stage.quiet_tensorflow()
+    stage.load_tensorflow()
     params = config.load_params()
     cfg = config.section(params, "register")
     evaluation = artifacts.read_json("metrics/evaluate.json")

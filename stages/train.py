@@ -11,7 +11,8 @@ MODEL_DIR = Path("models")
 
 
 def main() -> None:
-    stage.quiet_tensorflow()
+    device = stage.load_tensorflow()[1]
+    print(f"train: training on {device}")
     params = config.load_params()
     cfg = config.section(params, "train")
     import mlflow

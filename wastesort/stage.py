@@ -4,7 +4,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
 from wastesort.config import ConfigError
 
@@ -16,6 +18,40 @@ class StageFailed(RuntimeError):
 def quiet_tensorflow() -> None:
     """TF's C++ start-up chatter hides the messages users need; Keras progress stays on."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def nvidia_driver_present() -> bool:
+    return Path("/proc/driver/nvidia/version").is_file()
+
+
+def load_tensorflow(deterministic: bool = True):
+    """Import TensorFlow and initialise its devices with the C++ start-up lines (the CUDA probe
+    on a machine without a GPU, oneDNN notices) kept off the terminal; they are shown only when
+    an NVIDIA driver is present but TensorFlow found no GPU, where they say why.
+
+    ``deterministic``: TensorFlow's op determinism, so the same machine, data and seeds give
+    identical weights and metrics. Returns (tensorflow module, "CPU" or the GPUs' names)."""
+    quiet_tensorflow()
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            gpus = tf.config.list_physical_devices("GPU")
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+        if not gpus and nvidia_driver_present():
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode(errors="replace"))
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+    names = [tf.config.experimental.get_device_details(g).get("device_name", g.name)
+             for g in gpus]
+    return tf, (", ".join(names) if names else "CPU")
 
 
 def run(name: str, main: Callable[[], None]) -> None:

@@ -27,6 +27,8 @@ class TrainingResult:
     history: list[dict[str, float]] = field(default_factory=list)
     fine_tuned: bool = False  # the fine-tuned backbone top was kept (it beat the head alone)
     kept_start: bool = False  # the head it started from was kept (training did not beat it)
+    epoch_seconds: list[float] = field(default_factory=list)  # wall time of each epoch run
+    train_images: int = 0  # images seen per epoch
 
 
 def encode_labels(labels: np.ndarray, classes: list[str], source: str) -> np.ndarray:
@@ -66,6 +68,27 @@ def optimizer(cfg: dict[str, Any], steps_per_epoch: int):
     return keras.optimizers.Adam(lr, use_ema=ema > 0, ema_momentum=ema or 0.99)
 
 
+def epoch_timer():
+    """A Keras callback that records each epoch's wall time (training and validation) in
+    its ``seconds`` list."""
+    import time
+
+    import keras
+
+    class EpochTimer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.seconds: list[float] = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds.append(time.perf_counter() - self._start)
+
+    return EpochTimer()
+
+
 def fit(model, train, val: tuple[np.ndarray, np.ndarray], cfg: dict[str, Any],
         history_csv: Path, callbacks: list | None = None, first_epoch: int = 0,
         train_labels: np.ndarray | None = None) -> TrainingResult:
@@ -94,6 +117,7 @@ def fit(model, train, val: tuple[np.ndarray, np.ndarray], cfg: dict[str, Any],
                                             patience=int(cfg["patience"]),
                                             restore_best_weights=True, verbose=1)
     history_csv.parent.mkdir(parents=True, exist_ok=True)
+    timer = epoch_timer()
     fitted = model.fit(
         **inputs,
         validation_data=(val[0], keras.utils.to_categorical(val[1], n_classes)),
@@ -103,12 +127,13 @@ def fit(model, train, val: tuple[np.ndarray, np.ndarray], cfg: dict[str, Any],
         # SwapEMAWeights first: validation, the best-epoch copy and the result use the average.
         callbacks=[*([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if opt.use_ema else []),
                    stopper, keras.callbacks.CSVLogger(str(history_csv), append=first_epoch > 0),
-                   *(callbacks or [])],
+                   timer, *(callbacks or [])],
         verbose=2)
     history = [{"epoch": e, **{k: float(v[i]) for k, v in fitted.history.items()}}
                for i, e in enumerate(fitted.epoch)]
     best = max((h["val_accuracy"] for h in history), default=0.0)
-    return TrainingResult(best, first_epoch + len(history), history)
+    return TrainingResult(best, first_epoch + len(history), history,
+                          epoch_seconds=timer.seconds, train_images=len(train_labels))
 
 
 def fine_tune(classifier: Classifier, train: tuple[np.ndarray, np.ndarray],
@@ -131,7 +156,17 @@ def fine_tune(classifier: Classifier, train: tuple[np.ndarray, np.ndarray],
     set_fine_tuning(classifier, False)
     kept = not restore_unless_beaten(classifier.top, before, warm.best_val_accuracy, tuned)
     return TrainingResult(max(warm.best_val_accuracy, tuned.best_val_accuracy),
-                          tuned.epochs_run, warm.history + tuned.history, kept)
+                          tuned.epochs_run, warm.history + tuned.history, kept,
+                          epoch_seconds=tuned.epoch_seconds, train_images=tuned.train_images)
+
+
+def speed(result: TrainingResult) -> dict[str, float]:
+    """Mean epoch seconds and training images per second (validation included) of a run."""
+    if not result.epoch_seconds:
+        return {}
+    mean = sum(result.epoch_seconds) / len(result.epoch_seconds)
+    return {"epoch_seconds": round(mean, 1),
+            "train_images_per_second": round(result.train_images / mean, 1)}
 
 
 def accuracy(model, x: np.ndarray, y: np.ndarray) -> float:
