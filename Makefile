@@ -22,7 +22,7 @@ test:  ## the test suite (same command as the README and CI)
 	$(UV) run pytest
 
 repro-trashnet:  ## run the whole pipeline on DATA (default ../shared/data/trashnet)
-	$(UV) run dvc exp run -S data.path=$(DATA) -S 'data.classes=[]'
+	$(UV) run dvc exp run -q -S data.path=$(DATA) -S 'data.classes=[]'
 
 serve:  ## serve the registered champion model on http://127.0.0.1:3000
 	$(UV) run bentoml serve

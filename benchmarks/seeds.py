@@ -110,7 +110,8 @@ def main() -> int:
             if seed in reused else run_seed(seed, args.data, extra) for seed in args.seeds]
     summary = summarise(runs)
     command = ("uv run python benchmarks/seeds.py --data " + args.data + " --seeds "
-               + " ".join(map(str, args.seeds)) + "".join(f" --set {s}" for s in args.set))
+               + " ".join(map(str, args.seeds)) + "".join(f" --set {s}" for s in args.set)
+               + "".join(f" --reuse {r}" for r in args.reuse))
     table = markdown(runs, summary, command)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "seeds.json").write_text(json.dumps({"command": command, "runs": runs,
