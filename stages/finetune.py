@@ -65,12 +65,13 @@ def main() -> None:
     for name, data in splits.items():
         pooled = clf.pooler.predict(xy[name][0], batch_size=64, verbose=0)
         features.save(OUT_DIR / f"{name}.npz", {**data, "features": pooled.astype("float16")})
+    speed = training.speed(result)
     artifacts.write_json("metrics/finetune.json", {
         "layers": spec.fine_tune_layers, "best_val_accuracy": round(result.best_val_accuracy, 6),
         "epochs_run": result.epochs_run, "fine_tuned_top_kept": result.fine_tuned,
-        **training.speed(result)})
+        **speed})
     print(f"finetune: top {spec.fine_tune_layers} layers adapted, best val accuracy "
-          f"{result.best_val_accuracy:.4f}; {training.speed(result)}")
+          f"{result.best_val_accuracy:.4f}; {speed}")
 
 
 if __name__ == "__main__":
