@@ -1,12 +1,14 @@
 """BentoML service: upload a photo of waste, get its material, confidence and recycling stream.
 
-Two services, as BentoML 1.4 composes them: ``WasteSort`` (HTTP, upload checking, the web
-page at ``/``) calls ``WasteModel``, whose batchable ``predict`` gets BentoML's adaptive
-batching. The model is the registry's champion as imported into the BentoML store by the
-pipeline's ``register`` stage; nothing here names a file.
+One service, no TensorFlow: each API thread decodes and resizes its upload
+(``preprocess.load_for_model``) and hands the array to the in-process adaptive batcher, which
+runs the registered TFLite file under LiteRT. The model is exactly the version the MLflow
+registry's alias (``champion``) points at; if its files are missing or differ, `bentoml serve`
+stops with one line that says what to run.
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,73 +16,58 @@ import bentoml
 import numpy as np
 
 from wastesort import webui
+from wastesort.config import ConfigError
 from wastesort.images import ImageRejected
-from wastesort.serving import (STATUS_FOR, ServeConfig, UploadGuard, check_upload, describe,
-                               error_body, load_champion)
+from wastesort.serving import (STATUS_FOR, Batcher, ServeConfig, UploadGuard, bento_entry,
+                               describe, error_body, load_champion, load_upload, resolve_once)
+from wastesort.serving.guard import SENT_FIELD_HEADER
 
-CFG = ServeConfig.load()
-
-
-@bentoml.service(name="wastesort_model", workers=1, traffic={"timeout": 60})
-class WasteModel:
-    """The champion's forward pass (TFLite fp32), on batches of resized images."""
-
-    bento_model = bentoml.models.BentoModel(f"{CFG.model_name}:latest")
-
-    def __init__(self) -> None:
-        self.champion = load_champion(CFG, self.bento_model)
-
-    @bentoml.api(batchable=True, max_batch_size=CFG.max_batch_size,
-                 max_latency_ms=CFG.max_latency_ms)
-    def predict(self, batch: np.ndarray) -> np.ndarray:
-        return self.champion.predict(batch)
-
-    @bentoml.api
-    def about(self) -> dict[str, Any]:
-        c = self.champion
-        return {"model": c.tag, "labels": c.labels, "image_size": c.image_size,
-                "test_accuracy": c.metadata.get("test_accuracy")}
+try:
+    CFG = ServeConfig.load()
+    CHAMPION = resolve_once(CFG)
+    bento_entry(CHAMPION)
+except ConfigError as exc:
+    sys.exit(f"wastesort: error: {exc}")
 
 
 @bentoml.asgi_app(webui.app, path="/")
-@bentoml.service(name="wastesort", traffic={"timeout": 60})
+@bentoml.service(name="wastesort", workers=CFG.workers, traffic={"timeout": 60})
 class WasteSort:
-    """Upload checking and answers; the page at `/`, BentoML's OpenAPI page at `/docs`."""
+    """Upload checking, batching and answers; the page at `/`, the OpenAPI page at `/docs`."""
 
-    model = bentoml.depends(WasteModel)
+    bento_model = bentoml.models.BentoModel(CHAMPION.bento_tag)  # `bentoml build` packs it
 
     def __init__(self) -> None:
-        from wastesort.features import resize_batch
+        self.champion = load_champion(CFG, CHAMPION, self.bento_model)
+        self.batcher = Batcher(self.champion.predict, CFG.max_batch_size)
+        self.model_info = self.champion.info()
+        self.batcher(np.zeros((1, self.champion.image_size, self.champion.image_size, 3),
+                              np.float32))  # warm the interpreter up before /readyz
 
-        self._about: dict[str, Any] | None = None
-        # import TensorFlow and build the resize layer now, before /readyz, not on the first
-        # upload (that made the first answer take about 10 s)
-        resize_batch([np.zeros((4, 4, 3), np.float32)], CFG.image_size)
+    def answer(self, uploads: list[tuple[str, Path]]) -> list[dict[str, Any]]:
+        size = self.champion.image_size
+        batch = np.stack([load_upload(path.read_bytes(), CFG, size, field)
+                          for field, path in uploads])
+        return [describe(self.champion.labels, p, CFG, self.model_info)
+                for p in self.batcher(batch)]
 
-    def about_model(self) -> dict[str, Any]:
-        if self._about is None:
-            self._about = self.model.about()
-        return self._about
-
-    def answer(self, batch: np.ndarray) -> list[dict[str, Any]]:
-        labels = self.about_model()["labels"]
-        return [describe(labels, p, CFG) for p in np.asarray(self.model.predict(batch))]
-
-    def prepare(self, uploads: list[tuple[str, Path]]) -> np.ndarray:
-        from wastesort.features import resize_batch
-
-        decoded = [check_upload(path.read_bytes(), CFG, field).array() for field, path in uploads]
-        return resize_batch(decoded, self.about_model()["image_size"])
+    def one(self, field: str, image: Path, ctx: bentoml.Context) -> dict[str, Any]:
+        try:
+            return self.answer([(field, image)])[0]
+        except ImageRejected as exc:
+            ctx.response.status_code = STATUS_FOR[exc.code]
+            return error_body(exc)
 
     @bentoml.api(route="/classify")
     def classify(self, image: Path, ctx: bentoml.Context) -> dict[str, Any]:
         """Classify one photo (multipart form field `image`)."""
-        try:
-            batch = self.prepare([("image", image)])
-        except ImageRejected as exc:
-            ctx.response.status_code = STATUS_FOR[exc.code]
-            return error_body(exc)
-        return self.answer(batch)[0]
+        return self.one("image", image, ctx)
+
+    @bentoml.api(route="/predict")
+    def predict(self, file: Path, ctx: bentoml.Context) -> dict[str, Any]:
+        """`/classify` for clients of the usual Flask waste classifiers: one photo in the
+        multipart field `file` or `image` (curl -F file=@photo.jpg)."""
+        return self.one(ctx.request.headers.get(SENT_FIELD_HEADER, "file"), file, ctx)
 
     @bentoml.api(route="/classify_batch")
     def classify_batch(self, images: list[Path], ctx: bentoml.Context) -> dict[str, Any]:
@@ -89,15 +76,24 @@ class WasteSort:
             ctx.response.status_code = 400
             return {"error": "images: no files uploaded", "code": "empty"}
         try:
-            batch = self.prepare([(f"images[{i}] ({p.name})", p) for i, p in enumerate(images)])
+            answers = self.answer([(f"images[{i}] ({p.name})", p) for i, p in enumerate(images)])
         except ImageRejected as exc:
             ctx.response.status_code = STATUS_FOR[exc.code]
             return error_body(exc)
-        return {"results": [{"index": i, **r} for i, r in enumerate(self.answer(batch))]}
+        return {"results": [{"index": i, **r} for i, r in enumerate(answers)]}
+
+    @bentoml.api(route="/about")
+    def about(self) -> dict[str, Any]:
+        """The served model: registry name, version, alias, file format, labels, input size."""
+        return {**self.model_info, "labels": self.champion.labels,
+                "image_size": self.champion.image_size,
+                "test_accuracy": self.champion.metadata.get("test_accuracy")}
 
 
 FORM_OVERHEAD = 64 * 1024
 WasteSort.add_asgi_middleware(
-    UploadGuard, fields={"/classify": "image", "/classify_batch": "images"},
+    UploadGuard, fields={"/classify": ("image",), "/predict": ("file", "image"),
+                         "/classify_batch": ("images",)},
     max_body_bytes={"/classify": CFG.max_upload_bytes + FORM_OVERHEAD,
+                    "/predict": CFG.max_upload_bytes + FORM_OVERHEAD,
                     "/classify_batch": CFG.max_batch_size * CFG.max_upload_bytes + FORM_OVERHEAD})

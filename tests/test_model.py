@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from wastesort.config import ConfigError
-from wastesort.features import resize_batch
+from wastesort.preprocess import resize, resize_batch
 from wastesort.model import (BackboneSpec, build_classifier, parameter_counts, set_fine_tuning,
                              top_backbone)
 
@@ -30,6 +30,17 @@ def test_raw_pixels_of_any_size_in_probabilities_out(tuned_classifier):
     resized = resize_batch([raw[0]], 224)
     assert np.abs(np.asarray(tuned_classifier.model(resized, training=False)) - direct).max() \
         < 1e-6
+
+
+@pytest.mark.parametrize("shape", [(150, 260, 3), (512, 384, 3), (7, 5, 3), (224, 224, 3),
+                                   (1000, 90, 3)])
+def test_numpy_resize_is_the_models_resizing_layer_bit_for_bit(shape):
+    import keras
+
+    raw = np.random.default_rng(sum(shape)).integers(0, 256, shape, dtype=np.uint8)
+    layer = keras.layers.Resizing(224, 224)
+    expected = np.asarray(layer(raw[None].astype(np.float32)))[0]
+    assert np.array_equal(resize(raw, 224), expected)
 
 
 def test_fine_tuning_unfreezes_the_top_layers_but_not_batchnorm(tuned_classifier):

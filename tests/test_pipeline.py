@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
@@ -139,6 +140,55 @@ def assert_run_is_complete(client: MlflowClient, run_id: str, repo: Path) -> Non
     assert info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, -1, -1, 3)
 
 
+def test_export_writes_float32_and_int8_with_parity(repo):
+    from wastesort.litert import LiteModel
+    from wastesort.registry import file_sha256
+
+    exported = read_json(repo / "metrics/export.json")
+    ev = read_json(repo / "metrics/evaluate.json")
+    assert exported["passed"] is True and exported["keras_accuracy"] == ev["accuracy"]
+    assert exported["n_test"] == ev["n_test"]
+    for kind, name in (("float32", "model_float32.tflite"), ("int8", "model_int8.tflite")):
+        path = repo / "export" / name
+        assert exported[kind]["sha256"] == file_sha256(path)
+        assert exported[kind]["bytes"] == path.stat().st_size
+        assert 0 <= exported[kind]["accuracy"] <= 1
+    assert exported["float32"]["top1_agreement"] >= 0.995
+    assert exported["int8"]["bytes"] <= 3_000_000 < exported["float32"]["bytes"]
+    int8 = LiteModel((repo / "export/model_int8.tflite").read_bytes())
+    assert int8.input_dtype == np.uint8 and int8.output_dtype == np.uint8  # full integer
+    assert int8.input_quantization[0] == pytest.approx(1.0, abs=0.01)  # raw pixels in
+    run_id = read_json(repo / "models/mlflow_run.json")["run_id"]
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    logged = {a.path for a in client.list_artifacts(run_id, "export")}
+    assert logged == {"export/model_float32.tflite", "export/model_int8.tflite",
+                      "export/labels.json"}
+    metrics = client.get_run(run_id).data.metrics
+    assert metrics["export_float32_top1_agreement"] == exported["float32"]["top1_agreement"]
+    assert metrics["export_int8_accuracy"] == exported["int8"]["accuracy"]
+
+
+def test_export_fails_when_int8_drops_too_much(scratch_repo):
+    repo = scratch_repo
+    exported = read_json(repo / "metrics/export.json")
+    drop = exported["keras_accuracy"] - exported["int8"]["accuracy"]
+    if drop <= 0:  # the int8 file is as good as Keras here: demand a gain it cannot have
+        limit = -0.01
+    else:
+        limit = round(drop / 2, 4)
+    params = (repo / "params.yaml").read_text()
+    try:
+        proc = run(["dvc", "exp", "run", "-S", f"export.max_int8_drop={limit}"], repo,
+                   env=repo_env(repo), check=False)
+    finally:  # `exp run -S` edits the workspace's params; later tests share this repo
+        (repo / "params.yaml").write_text(params)
+    assert proc.returncode != 0
+    assert "export: error: the int8 file's test accuracy" in proc.stderr
+    assert f"more than export.max_int8_drop = {limit}" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "Running stage 'register'" not in proc.stdout
+
+
 def test_mlflow_run_in_default_sqlite(repo):
     uri = f"sqlite:///{repo / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
@@ -198,6 +248,11 @@ def test_register_sets_champion_with_tags(repo):
     assert champion.tags["data_dvc_md5"] == next(
         d["md5"] for d in lock["stages"]["validate"]["deps"] if d["path"] == "rawdata")
     assert json.loads(champion.tags["labels"]) == ["cardboard", "glass", "metal"]
+    exported = read_json(repo / "metrics/export.json")
+    for kind in ("float32", "int8"):
+        assert champion.tags[f"tflite_{kind}_sha256"] == exported[kind]["sha256"] \
+            == receipt["tflite_sha256"][kind]
+    assert champion.tags["bento_model"] == receipt["bento_model"]
     info = mlflow.models.get_model_info("models:/wastesort@champion")
     assert info.signature is not None and info.metadata["labels"] == ["cardboard", "glass", "metal"]
     listed = json.loads(run(["bentoml", "models", "list", "-o", "json"], repo,

@@ -43,9 +43,11 @@ def classify(url: str, data: bytes, name: str = "photo.jpg") -> requests.Respons
     return requests.post(f"{url}/classify", files={"image": (name, data)}, timeout=60)
 
 
-def assert_answer(body: dict) -> None:
-    assert set(body) == {"label", "confidence", "stream", "probabilities"}
-    assert list(body["probabilities"]) == LABELS
+def assert_answer(body: dict, labels: list[str] = LABELS) -> None:
+    assert set(body) == {"label", "confidence", "stream", "probabilities", "model"}
+    assert body["model"]["name"] == "wastesort" and body["model"]["version"] == "1"
+    assert body["model"]["alias"] == "champion" and body["model"]["format"] == "float32"
+    assert list(body["probabilities"]) == labels
     assert body["label"] == max(body["probabilities"], key=body["probabilities"].get)
     assert body["confidence"] == pytest.approx(max(body["probabilities"].values()))
     assert sum(body["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
@@ -57,8 +59,40 @@ def test_health_and_openapi(server):
     assert requests.get(f"{server}/livez", timeout=10).status_code == 200
     assert requests.get(f"{server}/readyz", timeout=10).status_code == 200
     spec = requests.get(f"{server}/docs.json", timeout=10).json()
-    assert {"/classify", "/classify_batch"} <= set(spec["paths"])
+    assert {"/classify", "/classify_batch", "/predict", "/about"} <= set(spec["paths"])
     assert requests.get(f"{server}/docs", timeout=10).status_code == 200
+
+
+def test_predict_takes_file_or_image_like_flask_services(server, pipeline_repo):
+    jpeg = photo(pipeline_repo).read_bytes()
+    reference = classify(server, jpeg).json()
+    for field in ("file", "image"):
+        resp = requests.post(f"{server}/predict", files={field: ("a.jpg", jpeg)}, timeout=60)
+        assert resp.status_code == 200, resp.text
+        assert resp.json() == reference
+    both = requests.post(f"{server}/predict", timeout=60,
+                         files={"file": ("a.jpg", jpeg), "image": ("b.jpg", jpeg)})
+    assert both.status_code == 400 and both.json()["code"] == "bad_form"
+    bad = requests.post(f"{server}/predict", files={"file": ("x.jpg", b"junk")}, timeout=60)
+    assert bad.status_code == 415 and bad.json()["error"].startswith("file: not an image")
+    other = requests.post(f"{server}/predict", files={"photo": ("a.jpg", jpeg)}, timeout=60)
+    assert other.status_code == 400 and "'file' or 'image'" in other.json()["error"]
+
+
+def test_no_tensorflow_in_any_server_process(server):
+    import psutil
+
+    port = server.rsplit(":", 1)[1]
+    procs = [p for p in psutil.process_iter(["cmdline"])
+             if "serve" in (cmd := p.info["cmdline"] or []) and port in cmd]
+    assert procs, "the bentoml serve process was not found"
+    family = {q.pid: q for p in procs for q in [p, *p.children(recursive=True)]}
+    assert len(family) >= 2  # the CLI and its service worker
+    for proc in family.values():
+        maps = Path(f"/proc/{proc.pid}/maps").read_text()
+        assert "tensorflow" not in maps.lower(), proc.cmdline()
+    # the model worker runs the TFLite file under LiteRT
+    assert any("ai_edge_litert" in Path(f"/proc/{p}/maps").read_text() for p in family)
 
 
 def test_jpeg_and_png_uploads(server, pipeline_repo):
@@ -109,11 +143,17 @@ def test_exif_orientation_is_honoured(server, pipeline_repo):
     ("huge.jpg", b"\xff" * (11 * 1024 * 1024), 413, "too_large", "image: request of "),
     ("bomb.png", g.bomb_png(8000), 413, "bomb", "image: decompression bomb: 8000x8000"),
 ])
-def test_bad_uploads_get_a_clear_4xx(server, name, data, status, code, words):
-    resp = classify(server, data, name)
+@pytest.mark.parametrize("route, field", [("/classify", "image"), ("/predict", "file"),
+                                          ("/predict", "image")])
+def test_bad_uploads_get_a_clear_4xx(server, route, field, name, data, status, code, words):
+    resp = requests.post(f"{server}{route}", files={field: (name, data)}, timeout=60)
     assert resp.status_code == status, resp.text
     body = resp.json()
-    assert body["code"] == code and body["error"].startswith(words)
+    # /predict names the field the photo was sent in, except where the request is refused on
+    # its length alone, before the form is read (then it names its main field, `file`)
+    sent = "file" if words.startswith("image: request of") and route == "/predict" else field
+    expected = words.replace("image:", f"{sent}:", 1)
+    assert body["code"] == code and body["error"].startswith(expected)
 
 
 def test_missing_field_empty_body_and_wrong_encoding_are_4xx(server):
@@ -134,6 +174,14 @@ def test_missing_field_empty_body_and_wrong_encoding_are_4xx(server):
     assert "curl -F image=@photo.jpg" in resp.json()["error"]
     resp = requests.post(f"{server}/classify_batch", json={"images": []}, timeout=30)
     assert resp.status_code == 415 and resp.json()["error"].startswith("images: ")
+    resp = requests.post(f"{server}/predict", timeout=30)
+    assert resp.status_code == 400
+    assert resp.json() == {"error": "file: the request has no body", "code": "empty"}
+    resp = requests.post(f"{server}/predict", data=g.jpeg(), timeout=30,
+                         headers={"Content-Type": "image/jpeg"})
+    assert resp.status_code == 415 and "curl -F file=@photo.jpg" in resp.json()["error"]
+    resp = requests.post(f"{server}/predict", data={"file": "not a file"}, timeout=30)
+    assert resp.status_code in (400, 415) and resp.json()["error"].startswith("file: ")
 
 
 def test_server_survives_bad_input(server, pipeline_repo):
@@ -191,7 +239,14 @@ def test_cli_table_folder_and_errors(pipeline_repo, tmp_path):
     assert "classifying" in proc.stderr  # progress bar for a folder
 
 
-def test_upload_page_in_chromium(server, pipeline_repo, tmp_path):
+def overlaps(a: dict, b: dict) -> bool:
+    return not (a["x"] + a["width"] <= b["x"] or b["x"] + b["width"] <= a["x"]
+                or a["y"] + a["height"] <= b["y"] or b["y"] + b["height"] <= a["y"])
+
+
+@pytest.mark.parametrize("viewport", [{"width": 900, "height": 900},
+                                      {"width": 390, "height": 844}])  # a desktop, a phone
+def test_upload_page_in_chromium(server, pipeline_repo, tmp_path, viewport):
     from playwright.sync_api import sync_playwright
 
     shot = tmp_path / "page.png"
@@ -199,17 +254,32 @@ def test_upload_page_in_chromium(server, pipeline_repo, tmp_path):
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
             "--no-sandbox", "--disable-gpu", "--disable-background-networking",
             "--disable-component-update", "--disable-sync", "--no-first-run"])
-        page = browser.new_page(viewport={"width": 900, "height": 900})
+        page = browser.new_page(viewport=viewport)
         page.goto(server + "/")
+        assert page.get_attribute("#file", "capture") == "environment"  # the phone's camera
+        assert page.get_attribute("#file", "accept") == "image/*"
         page.set_input_files("#file", str(photo(pipeline_repo, "glass")))
         page.wait_for_selector("body[data-state=done]", timeout=60_000)
+        boxes = {sel: page.locator(sel).bounding_box()
+                 for sel in ("h1", "p.sub", "#drop", "#preview", "#result", "footer")}
         label = page.inner_text("#label")
-        bars = page.locator(".bar").count()
+        model = page.inner_text("#model")
+        bars = [page.locator(".bar").nth(i).bounding_box() for i in range(page.locator(".bar").count())]
         page.screenshot(path=str(shot), full_page=True)
         browser.close()
-    assert label.lower().replace(" ", "_") in LABELS and bars == len(LABELS)
+    assert label.lower().replace(" ", "_") in LABELS and len(bars) == len(LABELS)
+    assert model == "Model: wastesort version 1 (@champion, float32)"
+    assert all(b is not None for b in boxes.values()), boxes  # everything shown
+    names = list(boxes)
+    for i, a in enumerate(names):  # what a person sees: no block drawn over another
+        for b in names[i + 1:]:
+            assert not overlaps(boxes[a], boxes[b]), (a, b, boxes[a], boxes[b])
+    order = [boxes[n]["y"] for n in names]
+    assert order == sorted(order)  # title, subtitle, drop zone, photo, answer, footer
+    for box in [*boxes.values(), *bars]:
+        assert box["x"] >= 0 and box["x"] + box["width"] <= viewport["width"] + 1
     img = np.asarray(Image.open(shot).convert("L"), dtype=np.float32)
-    assert img.shape[1] == 900 and img.std() > 10  # a rendered page, not a blank one
+    assert img.shape[1] == viewport["width"] and img.std() > 10
 
 
 def test_bentoml_build_packs_service_and_champion(pipeline_repo):
@@ -223,3 +293,75 @@ def test_bentoml_build_packs_service_and_champion(pipeline_repo):
                           env=repo_env(pipeline_repo)).stdout)
     models = [m["tag"] for service in info["services"] for m in service["models"]]
     assert models == [receipt["bento_model"]]
+    # the built bento serves on its own: no registry beside it, the packed receipt says which
+    port = free_port()
+    proc = subprocess.Popen(["bentoml", "serve", bentos[0]["tag"], "--host", "127.0.0.1",
+                             "--port", str(port)], cwd=pipeline_repo.parent,
+                            env=repo_env(pipeline_repo), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/readyz", proc, timeout=240)
+        answer = classify(f"http://127.0.0.1:{port}", photo(pipeline_repo).read_bytes()).json()
+    finally:
+        stop(proc)
+    assert_answer(answer)
+    assert answer["model"]["bento_model"] == receipt["bento_model"]
+
+
+def test_serve_stops_with_one_line_when_the_champion_is_not_in_the_store(pipeline_repo,
+                                                                         tmp_path):
+    env = repo_env(pipeline_repo, BENTOML_HOME=str(tmp_path / "empty-store"))
+    proc = subprocess.run(["bentoml", "serve", "--host", "127.0.0.1", "--port", str(free_port())],
+                          cwd=pipeline_repo, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    receipt = json.loads((pipeline_repo / "registry/receipt.json").read_text())
+    line = (f"wastesort: error: wastesort version 1 (@champion) is BentoML model "
+            f"{receipt['bento_model']}, which is not in the store at {tmp_path / 'empty-store'}; "
+            "run `wastesort import-champion`")
+    assert line in proc.stderr and "Traceback" not in proc.stderr
+    # what the line says to run brings exactly the registered files back
+    out = run(["wastesort", "import-champion"], pipeline_repo, env=env).stdout
+    assert f"wastesort@champion is version 1; BentoML model {receipt['bento_model']}" in out
+    from wastesort.registry import file_sha256
+
+    stored = tmp_path / "empty-store" / "models" / receipt["bento_model"].replace(":", "/")
+    assert file_sha256(stored / "model_float32.tflite") == receipt["tflite_sha256"]["float32"]
+    assert file_sha256(stored / "model_int8.tflite") == receipt["tflite_sha256"]["int8"]
+
+
+def test_two_clones_serve_their_own_champions_from_one_store(pipeline_repo, tmp_path):
+    """A second clone with other classes, registered into the same BentoML store: each
+    `bentoml serve` answers with its own labels and model, at the same time."""
+    from tests.conftest import make_pipeline_repo, tiny_params
+
+    store = tmp_path / "one-store"
+    run(["wastesort", "import-champion"], pipeline_repo,
+        env=repo_env(pipeline_repo, BENTOML_HOME=str(store)))
+    other = make_pipeline_repo(tmp_path / "other")
+    params = tiny_params("rawdata")
+    params["data"]["classes"] = ["metal", "glass"]
+    import yaml
+
+    (other / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = repo_env(other, BENTOML_HOME=str(store))
+    run(["dvc", "repro", "-q"], other, env=env)
+    servers, urls = [], {}
+    try:
+        for repo in (pipeline_repo, other):
+            port = free_port()
+            proc = subprocess.Popen(["bentoml", "serve", "--host", "127.0.0.1", "--port",
+                                     str(port)], cwd=repo, env=repo_env(repo, BENTOML_HOME=str(store)),
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            servers.append(proc)
+            urls[repo] = f"http://127.0.0.1:{port}"
+            wait_http(f"{urls[repo]}/readyz", proc, timeout=240)
+        jpeg = photo(pipeline_repo, "metal").read_bytes()
+        first, second = (classify(urls[r], jpeg).json() for r in (pipeline_repo, other))
+    finally:
+        for proc in servers:
+            stop(proc)
+    assert_answer(first)
+    assert list(second["probabilities"]) == ["metal", "glass"]
+    receipts = [json.loads((r / "registry/receipt.json").read_text()) for r in (pipeline_repo, other)]
+    assert first["model"]["bento_model"] == receipts[0]["bento_model"]
+    assert second["model"]["bento_model"] == receipts[1]["bento_model"] != receipts[0]["bento_model"]

@@ -1,13 +1,12 @@
 """`wastesort` command line: classify photos with the served champion, outside the server.
 
-Uses ``serving.load_champion`` and ``serving.check_upload``, the same loading and
+Uses ``serving.load_champion`` and ``serving.load_upload``, the same registered file and
 preprocessing as ``service.py``, so the CLI and the service give the same probabilities.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -30,11 +29,10 @@ def image_files(paths: list[str]) -> tuple[list[Path], list[str]]:
 
 
 def predict(args: argparse.Namespace) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from tqdm import tqdm
 
     from wastesort.images import ImageRejected
-    from wastesort.serving import ServeConfig, check_upload, load_champion
+    from wastesort.serving import ServeConfig, describe, load_champion, load_upload
 
     files, problems = image_files(args.paths)
     for problem in problems:
@@ -43,16 +41,17 @@ def predict(args: argparse.Namespace) -> int:
         return 1 if problems else 0
     cfg = ServeConfig.load(args.params)
     champion = load_champion(cfg)
+    info = champion.info()
     rows = []
     show_bar = len(files) > 1 and not args.json
     for path in tqdm(files, desc="classifying", unit="img", disable=not show_bar, file=sys.stderr):
         try:
-            decoded = check_upload(path.read_bytes(), cfg)
+            batch = load_upload(path.read_bytes(), cfg, champion.image_size)[None]
         except ImageRejected as exc:
             rows.append({"path": str(path), "error": exc.reason})
             continue
-        probabilities = champion.predict(champion.prepare([decoded]))[0]
-        rows.append({"path": str(path), **champion.describe(probabilities, cfg)})
+        probabilities = champion.predict(batch)[0]
+        rows.append({"path": str(path), **describe(champion.labels, probabilities, cfg, info)})
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
@@ -74,13 +73,18 @@ def print_table(rows: list[dict]) -> None:
 def import_champion(args: argparse.Namespace) -> int:
     """Re-import models:/NAME@ALIAS into the BentoML store (after moving the alias by hand)."""
     import mlflow
+    import mlflow.exceptions
 
     from wastesort import registry, tracking
     from wastesort.config import load_params, section
 
     cfg = section(load_params(args.params), "register")
     mlflow.set_tracking_uri(tracking.tracking_uri())
-    version, tag = registry.import_champion(cfg["model_name"], cfg["alias"])
+    try:
+        version, tag = registry.import_champion(cfg["model_name"], cfg["alias"])
+    except mlflow.exceptions.MlflowException as exc:
+        raise ConfigError(f"cannot import {cfg['model_name']}@{cfg['alias']} from "
+                          f"{tracking.tracking_uri()}: {exc.message}") from None
     print(f"{cfg['model_name']}@{cfg['alias']} is version {version}; BentoML model {tag}")
     return 0
 
@@ -93,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=predict)
-    i = sub.add_parser("import-champion", help="bring the registry's champion into BentoML's store")
+    i = sub.add_parser("import-champion",
+                       help="bring the registry's champion's exported files into BentoML's store")
     i.set_defaults(func=import_champion)
     args = parser.parse_args(argv)
     try:

@@ -1,12 +1,12 @@
 """Decode, resize and push images through the frozen trunk once; cache what it computes.
 
 Originals of every split and the planned variants of the train split go through the same
-decode (``images``), the model's own resize layer and the same trunk, so cached features are
-exactly what the deployed model computes below its trainable top.
+preprocessing as evaluation and serving (``preprocess``: decode, then the NumPy port of the
+model's resize) and the same trunk, so cached features are exactly what the deployed model
+computes below its trainable top.
 """
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -14,32 +14,19 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from wastesort import images
+from wastesort import images, preprocess
 from wastesort.augmentation import apply_plan
 
 
-@lru_cache(maxsize=4)
-def _resizer(size: int):
-    import keras
-
-    return keras.layers.Resizing(size, size, name="resize")
-
-
-def resize_batch(arrays: list[np.ndarray], size: int) -> np.ndarray:
-    """The model's ``Resizing`` layer applied image by image (sizes differ before it); one
-    layer per size is kept, as the service calls this for every request."""
-    resize = _resizer(size)
-    return np.stack([np.asarray(resize(a.astype(np.float32))) for a in arrays])
-
-
 def load_resized(root: Path, paths: list[str], size: int, max_pixels: int) -> np.ndarray:
-    arrays = []
-    for rel in paths:
+    """Files as the model's input batch, through the one preprocessing path (``preprocess``)."""
+    batch = np.empty((len(paths), size, size, 3), np.float32)
+    for i, rel in enumerate(paths):
         try:
-            arrays.append(images.decode((root / rel).read_bytes(), max_pixels).array())
+            batch[i] = preprocess.load_for_model((root / rel).read_bytes(), max_pixels, size)
         except images.ImageRejected as exc:  # validated earlier; the folder changed since
             raise images.ImageRejected(f"{root / rel}: {exc.reason}", exc.code) from None
-    return resize_batch(arrays, size)
+    return batch
 
 
 def run_trunk(trunk, batch: np.ndarray, dtype: str = "float16") -> np.ndarray:

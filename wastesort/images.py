@@ -83,11 +83,21 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def decode(data: bytes, max_pixels: int) -> DecodedImage:
-    """Fully decode bytes to RGB (first frame of animations), honouring EXIF orientation."""
+def decode(data: bytes, max_pixels: int, draft_to: int | None = None) -> DecodedImage:
+    """Fully decode bytes to RGB (first frame of animations), honouring EXIF orientation.
+
+    ``draft_to``: a JPEG at least twice that size on both sides is decoded at a reduced DCT
+    scale (1/2, 1/4 or 1/8) that keeps both sides at or above it (Pillow's ``draft``), which
+    makes decoding a phone photo for a 224 px model several times faster.
+    """
     img = open_image(data, max_pixels)
     fmt, mode, width, height = img.format, img.mode, img.width, img.height
     frames = int(getattr(img, "n_frames", 1) or 1)
+    if draft_to and fmt in ("JPEG", "MPO") and min(width, height) >= 2 * draft_to:
+        try:
+            img.draft(mode, (draft_to, draft_to))
+        except Exception as exc:  # noqa: BLE001
+            raise ImageRejected(f"corrupt image header: {exc}", "corrupt") from None
     try:
         img.load()
         orientation = int(img.getexif().get(EXIF_ORIENTATION_TAG, 1) or 1)

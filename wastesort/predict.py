@@ -1,9 +1,9 @@
 """The Keras model on image files, for `evaluate`: it scores the saved `.keras` model itself.
 
-Decoding goes through ``images.decode`` (same checks as validation), resizing through the
-model's own ``resize`` layer, and the forward pass through one compiled ``tf.function`` over
+Decoding and resizing go through ``preprocess.load_for_model`` (the same function as the
+service and the CLI), and the forward pass through one compiled ``tf.function`` over
 224 px batches, several times faster than ``model.predict`` on a handful of images. (The
-service and CLI run the TFLite conversion of the same model, see ``serving``.)
+service and CLI run its TFLite export under LiteRT, see ``export`` and ``serving``.)
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import numpy as np
 
 from wastesort import images
 from wastesort.config import ConfigError
-from wastesort.features import resize_batch
+from wastesort.preprocess import load_for_model, resize_batch
 
 
 class Predictor:
@@ -58,8 +58,8 @@ class Predictor:
         return self.predict_batch(self.prepare(arrays)) if arrays else \
             np.zeros((0, len(self.labels)), np.float32)
 
-    def decode(self, data: bytes) -> np.ndarray:
-        return images.decode(data, self.max_pixels).array()
+    def load(self, data: bytes) -> np.ndarray:
+        return load_for_model(data, self.max_pixels, self.image_size)
 
     def predict_paths(self, paths: Iterable[Path], progress: str | None = None) -> np.ndarray:
         from tqdm import tqdm
@@ -68,11 +68,11 @@ class Predictor:
         chunks = range(0, len(paths), self.batch_size)
         out = []
         for start in tqdm(chunks, desc=progress, unit="batch", disable=progress is None):
-            arrays = []
+            batch = []
             for path in paths[start:start + self.batch_size]:
                 try:
-                    arrays.append(self.decode(Path(path).read_bytes()))
+                    batch.append(self.load(Path(path).read_bytes()))
                 except images.ImageRejected as exc:
                     raise images.ImageRejected(f"{path}: {exc.reason}", exc.code) from None
-            out.append(self.predict_arrays(arrays))
+            out.append(self.predict_batch(np.stack(batch)))
         return np.concatenate(out) if out else np.zeros((0, len(self.labels)), np.float32)

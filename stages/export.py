@@ -1,0 +1,71 @@
+"""DVC stage `export`: the evaluated model as TFLite float32 and int8, with test-split parity."""
+import json
+from pathlib import Path
+
+import numpy as np
+
+from wastesort import artifacts, config, stage
+
+OUT = Path("export")
+
+
+def main() -> None:
+    stage.load_tensorflow()
+    params = config.load_params()
+    cfg = config.section(params, "export")
+    max_pixels = int(config.section(params, "validate")["max_pixels"])
+    import mlflow
+
+    from wastesort import export, registry, tracking
+    from wastesort.features import load_resized
+    from wastesort.litert import LiteModel
+    from wastesort.predict import Predictor
+
+    predictor = Predictor.from_files(Path("models/model.keras"), Path("models/labels.json"),
+                                     max_pixels)
+    labels, size, root = predictor.labels, predictor.image_size, config.data_root(params)
+    train = artifacts.read_manifest("data/split/train.csv").sort_values("path")
+    n = min(int(cfg["representative_images"]), len(train))
+    rng = np.random.default_rng(int(cfg["seed"]))
+    chosen = train.iloc[np.sort(rng.choice(len(train), n, replace=False))]
+    representative = load_resized(root, chosen["path"].tolist(), size, max_pixels)
+    test = artifacts.read_manifest("data/split/test.csv")
+    x_test = load_resized(root, test["path"].tolist(), size, max_pixels)
+    truth = np.array([labels.index(label) for label in test["label"]])
+    reference = predictor.predict_batch(x_test)
+    keras_accuracy = float(np.mean(reference.argmax(axis=1) == truth))
+
+    OUT.mkdir(exist_ok=True)
+    blobs = {"float32": export.to_float32(predictor.model),
+             "int8": export.to_int8(predictor.model, representative)}
+    results, metrics = {}, {"keras_accuracy": round(keras_accuracy, 6), "n_test": len(test),
+                            "representative_images": n, "image_size": size}
+    for kind, blob in blobs.items():
+        path = OUT / export.FILES[kind]
+        path.write_bytes(blob)
+        results[kind] = export.parity(reference, LiteModel(blob).predict_in_chunks(x_test),
+                                      truth)
+        metrics[kind] = {"file": str(path), "bytes": len(blob),
+                         "sha256": registry.file_sha256(path), **results[kind].to_json()}
+        print(f"export: {path} ({len(blob) / 1e6:.2f} MB): test accuracy "
+              f"{results[kind].accuracy:.4f}, top-1 agreement with Keras "
+              f"{results[kind].agreement:.2%}")
+    (OUT / "labels.json").write_text(json.dumps(labels) + "\n")
+    problems = export.check(keras_accuracy, results, float(cfg["min_float32_agreement"]),
+                            float(cfg["max_int8_drop"]))
+    metrics["passed"] = not problems
+    artifacts.write_json("metrics/export.json", metrics)
+
+    tracking.configure(config.section(params, "mlflow")["experiment"])
+    with tracking.reopen_run():
+        mlflow.log_metrics({f"export_{kind}_{k}": float(v) for kind in blobs
+                            for k, v in metrics[kind].items() if k in ("bytes", "accuracy",
+                                                                       "top1_agreement")})
+        mlflow.log_artifacts(str(OUT), "export")
+        mlflow.log_dict(metrics, "metrics/export.json")
+    if problems:
+        raise stage.StageFailed("; ".join(problems))
+
+
+if __name__ == "__main__":
+    stage.run("export", main)

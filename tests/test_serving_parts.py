@@ -1,0 +1,125 @@
+"""Serving's parts without a server: preprocessing, the in-process batcher, the upload guard."""
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from tests import imagegen as g
+from wastesort import images, preprocess
+from wastesort.serving import Batcher
+from wastesort.serving.guard import UploadGuard
+
+
+def test_large_jpegs_are_drafted_small_ones_and_pngs_decoded_in_full():
+    big = images.decode(g.jpeg(1000, 800), 10**8, draft_to=224)
+    assert big.image.size == (500, 400)  # 1/2 scale keeps both sides >= 224
+    assert (big.width, big.height) == (1000, 800)  # as stored, for reports
+    huge = images.decode(g.jpeg(4032, 3024), 10**8, draft_to=224)
+    assert huge.image.size == (504, 378)  # 1/8 scale: about TrashNet's own size
+    for data in (g.jpeg(512, 384), g.png(1000, 800)):
+        full = images.decode(data, 10**8)
+        assert images.decode(data, 10**8, draft_to=224).image.size == full.image.size
+    rotated = images.decode(g.exif_rotated_jpeg(), 10**8, draft_to=16)
+    assert rotated.exif_orientation == 6 and rotated.image.size[1] > rotated.image.size[0]
+
+
+def test_load_for_model_gives_the_model_input():
+    x = preprocess.load_for_model(g.jpeg(640, 480), 10**8, 224)
+    assert x.shape == (224, 224, 3) and x.dtype == np.float32
+    assert 0 <= x.min() and x.max() <= 255
+    with pytest.raises(images.ImageRejected, match="not an image"):
+        preprocess.load_for_model(b"junk", 10**8, 224)
+
+
+def test_no_tensorflow_on_the_serving_import_path():
+    import subprocess
+
+    code = ("import sys, wastesort.serving, wastesort.cli, wastesort.preprocess, "
+            "wastesort.litert; print(any(m.startswith('tensorflow') for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_batcher_answers_each_request_with_its_own_rows_and_batches_under_load():
+    def slow_identity(batch):
+        time.sleep(0.02)
+        return batch[:, :1] * 2
+
+    batcher = Batcher(slow_identity, max_batch_size=8)
+    answers = {}
+
+    def request(i):
+        answers[i] = batcher(np.full((1 + i % 2, 3), float(i)))
+
+    threads = [threading.Thread(target=request, args=(i,)) for i in range(24)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, out in answers.items():
+        assert out.shape == (1 + i % 2, 1) and np.all(out == 2 * i)
+    assert max(batcher.batch_sizes) > 2  # requests that waited ran together
+    assert max(batcher.batch_sizes) <= 8 + 1  # a request is never split; the cap holds before it
+
+
+def test_batcher_hands_a_model_error_to_the_waiting_request():
+    def broken(batch):
+        raise RuntimeError("interpreter failed")
+
+    with pytest.raises(RuntimeError, match="interpreter failed"):
+        Batcher(broken, 4)(np.zeros((1, 3)))
+
+
+seen_field: list = [None]
+
+
+def call_guard(body: bytes, content_type: str) -> tuple[int, bytes, bytes]:
+    seen = {}
+
+    async def app(scope, receive, send):
+        seen["body"] = (await receive())["body"]
+        seen["length"] = dict(scope["headers"])[b"content-length"]
+        seen_field[:] = [dict(scope["headers"]).get(b"x-wastesort-upload-field")]
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    guard = UploadGuard(app, {"/predict": ("file", "image")}, {"/predict": 10**6})
+    sent = []
+
+    async def receive():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/predict",
+             "headers": [(b"content-type", content_type.encode()),
+                         (b"content-length", str(len(body)).encode())]}
+    asyncio.run(guard(scope, receive, send))
+    return sent[0]["status"], seen.get("body", b""), seen.get("length", b"")
+
+
+def multipart(field: str, data: bytes) -> tuple[bytes, str]:
+    boundary = "XyZ"
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; '
+            f'filename="image.jpg"\r\nContent-Type: image/jpeg\r\n\r\n').encode() + data + \
+        f"\r\n--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def test_guard_renames_the_alternative_field_for_the_api():
+    status, body, length = call_guard(*multipart("image", b"name=\"image\" in the photo"))
+    assert status == 200
+    assert b'name="file"; filename="image.jpg"' in body
+    assert body.endswith(b'name="image" in the photo\r\n--XyZ--\r\n')  # the data untouched
+    assert int(length) == len(body)
+    assert seen_field[0] == b"image"
+    status, body, _ = call_guard(*multipart("file", b"abc"))
+    assert status == 200 and b'name="file"' in body
+    status, _, _ = call_guard(*multipart("photo", b"abc"))
+    assert status == 400

@@ -1,0 +1,106 @@
+"""Export the evaluated Keras model as TFLite: float32, and full-integer int8 for edge devices.
+
+Both files take a batch of ``image_size`` x ``image_size`` RGB images in [0, 255] (what
+``preprocess.load_for_model`` returns) and give class probabilities in ``labels.json`` order.
+The float32 file takes float32 pixels; the int8 file takes uint8 pixels (input scale 1, zero
+point 0) and returns uint8 probabilities (multiply by the output scale, 1/256). Parity with
+the Keras model is measured on the test split before anything is registered.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+
+import numpy as np
+
+FILES = {"float32": "model_float32.tflite", "int8": "model_int8.tflite"}
+
+
+def fixed_size(keras_model):
+    """The model from its resized input on: a fixed input shape for the converter."""
+    import keras
+
+    size = int(keras_model.get_layer("resize").height)
+    inputs = keras.Input((size, size, 3), name="image")
+    return keras.Model(inputs, keras_model(inputs, training=False))
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The converter prints every captured tensor to stdout and MLIR notes to fd 2; keep both
+    off the terminal unless it fails (then its notes are shown)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as notes, contextlib.redirect_stdout(io.StringIO()):
+        os.dup2(notes.fileno(), 2)
+        try:
+            yield
+        except Exception:
+            os.dup2(saved, 2)
+            notes.seek(0)
+            sys.stderr.write(notes.read().decode(errors="replace")[-4000:])
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def _convert(converter) -> bytes:
+    with _quiet():
+        return converter.convert()
+
+
+def to_float32(keras_model) -> bytes:
+    import tensorflow as tf
+
+    return _convert(tf.lite.TFLiteConverter.from_keras_model(fixed_size(keras_model)))
+
+
+def to_int8(keras_model, representative: np.ndarray) -> bytes:
+    """Full-integer post-training quantization, calibrated on ``representative`` (resized
+    images in [0, 255]); uint8 input and output, as microcontrollers and NPUs expect."""
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(fixed_size(keras_model))
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([representative[i:i + 1]]
+                                                for i in range(len(representative)))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.uint8
+    converter.inference_output_type = tf.uint8
+    return _convert(converter)
+
+
+@dataclass
+class Parity:
+    agreement: float  # share of test images whose top-1 class equals the Keras model's
+    accuracy: float
+
+    def to_json(self) -> dict[str, float]:
+        return {"top1_agreement": round(self.agreement, 6), "accuracy": round(self.accuracy, 6)}
+
+
+def parity(reference: np.ndarray, probabilities: np.ndarray, truth: np.ndarray) -> Parity:
+    predicted = probabilities.argmax(axis=1)
+    return Parity(float(np.mean(predicted == reference.argmax(axis=1))),
+                  float(np.mean(predicted == truth)))
+
+
+def check(keras_accuracy: float, results: dict[str, Parity], min_agreement: float,
+          max_int8_drop: float) -> list[str]:
+    """What is wrong with the exported files, as sentences (empty: both are good)."""
+    problems = []
+    f32 = results.get("float32")
+    if f32 is not None and f32.agreement < min_agreement:
+        problems.append(f"the float32 file agrees with the Keras model on {f32.agreement:.2%} "
+                        f"of test images, under export.min_float32_agreement = {min_agreement:.2%}")
+    i8 = results.get("int8")
+    if i8 is not None and keras_accuracy - i8.accuracy > max_int8_drop + 1e-9:
+        problems.append(f"the int8 file's test accuracy {i8.accuracy:.4f} is "
+                        f"{keras_accuracy - i8.accuracy:.4f} under the Keras model's "
+                        f"{keras_accuracy:.4f}, more than export.max_int8_drop = {max_int8_drop}")
+    return problems

@@ -1,0 +1,65 @@
+"""The one preprocessing path from image bytes to the model's input, without TensorFlow.
+
+``evaluate``, the ``wastesort`` CLI, the service and the exported TFLite parity check all call
+``load_for_model``: decode (``images.decode``: the guards, EXIF orientation, mode conversion),
+then ``resize``, a NumPy port of the model's own ``keras.layers.Resizing`` (bilinear, half-pixel
+centres, no antialiasing, whole image squashed to a square), so the served model sees what the
+trained one saw. Large JPEGs are decoded at a reduced DCT scale (Pillow's ``draft``) when they
+are at least twice the model's input on both sides; TrashNet's 512x384 photos are not, so the
+pipeline's own images are decoded in full.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from wastesort import images
+
+
+def _axis(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """TensorFlow's ``ResizeBilinear(half_pixel_centers=True)`` sampling, in float32."""
+    scale = np.float32(in_size) / np.float32(out_size)
+    x = (np.arange(out_size, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5)
+    floor = np.floor(x)
+    lower = np.maximum(floor, 0).astype(np.intp)
+    upper = np.minimum(np.ceil(x), in_size - 1).astype(np.intp)
+    return lower, upper, (x - floor).astype(np.float32)
+
+
+def resize(image: np.ndarray, size: int) -> np.ndarray:
+    """An HxWx3 image (any dtype) as a size x size x 3 float32 array in [0, 255], computed as
+    the model's ``Resizing`` layer computes it."""
+    h, w = image.shape[:2]
+    if (h, w) == (size, size):
+        return image.astype(np.float32, copy=True)
+    top_i, bottom_i, y_lerp = _axis(h, size)
+    left_i, right_i, x_lerp = _axis(w, size)
+    channels = image.shape[2]
+    # gather whole rows, then (row, x*channel) columns, in the source dtype; then the same
+    # float32 lerps as TensorFlow, in place
+    cols = np.arange(channels)
+    left = (left_i[:, None] * channels + cols).ravel()
+    right = (right_i[:, None] * channels + cols).ravel()
+    x_lerp = np.repeat(x_lerp, channels)
+    rows_top = image[top_i].reshape(size, w * channels)
+    rows_bottom = image[bottom_i].reshape(size, w * channels)
+    top = np.take(rows_top, left, axis=1).astype(np.float32)
+    bottom = np.take(rows_bottom, left, axis=1).astype(np.float32)
+    top += (np.take(rows_top, right, axis=1) - top) * x_lerp
+    bottom += (np.take(rows_bottom, right, axis=1) - bottom) * x_lerp
+    bottom -= top
+    bottom *= y_lerp[:, None]
+    top += bottom
+    return top.reshape(size, size, channels)
+
+
+def load_for_model(data: bytes, max_pixels: int, size: int) -> np.ndarray:
+    """Image bytes -> the model's float32 input (size x size x 3, [0, 255]); raises
+    ``images.ImageRejected`` with the reason, as ``images.decode`` does."""
+    return resize(images.decode(data, max_pixels, draft_to=size).array(), size)
+
+
+def resize_batch(arrays: list[np.ndarray], size: int) -> np.ndarray:
+    """Several decoded images (sizes may differ) as one float32 batch."""
+    if not arrays:
+        return np.zeros((0, size, size, 3), np.float32)
+    return np.stack([resize(a, size) for a in arrays])

@@ -1,0 +1,97 @@
+"""Serving the champion: which model, upload checks, answers. Shared by ``service.py`` and the
+``wastesort predict`` CLI, so both load the same registered file and preprocess identically
+(``preprocess.load_for_model``). Nothing here imports TensorFlow: the exported TFLite file runs
+under LiteRT.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any
+
+import numpy as np
+
+from wastesort import images, preprocess
+from wastesort.config import ConfigError, load_params, section
+
+#: What an upload problem answers over HTTP.
+STATUS_FOR = {"empty": HTTPStatus.BAD_REQUEST, "too_large": HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+              "bomb": HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+              "not_image": HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+              "unsupported": HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+              "corrupt": HTTPStatus.UNPROCESSABLE_ENTITY, "mode": HTTPStatus.UNPROCESSABLE_ENTITY}
+MODEL_KINDS = ("float32", "int8")
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    model_name: str
+    alias: str
+    model_kind: str
+    max_upload_bytes: int
+    max_pixels: int
+    max_batch_size: int
+    workers: int
+    tflite_threads: int
+    streams: dict[str, str]
+    default_stream: str
+
+    @classmethod
+    def load(cls, params_file: str | os.PathLike = "params.yaml") -> ServeConfig:
+        params = load_params(params_file)
+        serve, register = section(params, "serve"), section(params, "register")
+        # WASTESORT_SERVE_MODEL overrides serve.model for one server (benchmarks, canaries)
+        kind = str(os.environ.get("WASTESORT_SERVE_MODEL") or serve.get("model", "float32"))
+        if kind not in MODEL_KINDS:
+            raise ConfigError(f"params.yaml: serve.model must be one of {', '.join(MODEL_KINDS)}, "
+                              f"got {kind!r}")
+        return cls(model_name=str(register["model_name"]), alias=str(register["alias"]),
+                   model_kind=kind,
+                   max_upload_bytes=int(float(serve["max_upload_mb"]) * 1024 * 1024),
+                   max_pixels=int(serve["max_pixels"]),
+                   max_batch_size=int(serve["max_batch_size"]),
+                   workers=int(serve.get("workers", 1)),
+                   tflite_threads=int(serve["tflite_threads"]),
+                   streams={str(k): str(v) for k, v in (serve.get("streams") or {}).items()},
+                   default_stream=str(serve["default_stream"]))
+
+    def stream_for(self, label: str) -> str:
+        return self.streams.get(label, self.default_stream)
+
+
+def load_upload(data: bytes, cfg: ServeConfig, size: int, field: str = "") -> np.ndarray:
+    """One upload as the model's input, or ``ImageRejected`` with a reason naming the field."""
+    prefix = f"{field}: " if field else ""
+    if len(data) > cfg.max_upload_bytes:
+        raise images.ImageRejected(
+            f"{prefix}upload of {len(data):,} bytes is over the limit of "
+            f"{cfg.max_upload_bytes:,} bytes (serve.max_upload_mb)", "too_large")
+    try:
+        return preprocess.load_for_model(data, cfg.max_pixels, size)
+    except images.ImageRejected as exc:
+        raise images.ImageRejected(prefix + exc.reason, exc.code) from None
+
+
+def describe(labels: list[str], probabilities: np.ndarray, cfg: ServeConfig,
+             model: dict[str, str]) -> dict[str, Any]:
+    """The answer for one image, as the service and the CLI give it, naming the model."""
+    best = int(np.argmax(probabilities))
+    return {"label": labels[best], "confidence": float(probabilities[best]),
+            "stream": cfg.stream_for(labels[best]),
+            "probabilities": {c: float(p) for c, p in zip(labels, probabilities)},
+            "model": model}
+
+
+def error_body(exc: images.ImageRejected) -> dict[str, str]:
+    return {"error": exc.reason, "code": exc.code}
+
+
+from wastesort.serving.batching import Batcher  # noqa: E402
+from wastesort.serving.champion import (Champion, ChampionRef, bento_entry,  # noqa: E402
+                                        load_champion, resolve, resolve_once)
+from wastesort.serving.guard import UploadGuard  # noqa: E402
+
+__all__ = ["STATUS_FOR", "Batcher", "Champion", "ChampionRef", "ServeConfig", "UploadGuard",
+           "bento_entry", "describe", "error_body", "load_champion", "load_upload", "resolve",
+           "resolve_once"]
