@@ -15,7 +15,7 @@ import numpy as np
 
 from wastesort import images
 from wastesort.config import ConfigError
-from wastesort.preprocess import load_for_model, resize_batch
+from wastesort.preprocess import load_for_model
 
 
 class Predictor:
@@ -45,18 +45,11 @@ class Predictor:
         return cls(keras.models.load_model(model_path), json.loads(labels_path.read_text()),
                    max_pixels)
 
-    def prepare(self, arrays: list[np.ndarray]) -> np.ndarray:
-        return resize_batch(arrays, self.image_size)
-
     def predict_batch(self, batch: np.ndarray) -> np.ndarray:
         """Probabilities for images already resized to the model's input size."""
         out = [np.asarray(self._forward(batch[i:i + self.batch_size]))
                for i in range(0, len(batch), self.batch_size)]
         return np.concatenate(out) if out else np.zeros((0, len(self.labels)), np.float32)
-
-    def predict_arrays(self, arrays: list[np.ndarray]) -> np.ndarray:
-        return self.predict_batch(self.prepare(arrays)) if arrays else \
-            np.zeros((0, len(self.labels)), np.float32)
 
     def load(self, data: bytes) -> np.ndarray:
         return load_for_model(data, self.max_pixels, self.image_size)

@@ -58,12 +58,12 @@ def register_version(name: str, alias: str, model_uri: str, model_sha256: str,
                                             f"'{model_sha256}'")
     if existing:
         version, created = str(max(int(v.version) for v in existing)), False
+        for key, value in tags.items():  # an already registered file gets this run's tags
+            client.set_model_version_tag(name, version, key, value)
     else:
         mv = register_model(model_uri, name, tags={**tags, "model_sha256": model_sha256})
         version, created = str(mv.version), True
         client.update_model_version(name, version, description=description)
-    for key, value in tags.items():  # an already registered file gets this run's export tags
-        client.set_model_version_tag(name, version, key, value)
     client.set_registered_model_alias(name, alias, version)
     return version, created
 

@@ -8,6 +8,7 @@ against the recorded hash and runs it under LiteRT. Anything missing or differen
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -136,19 +137,18 @@ def bento_entry(ref: ChampionRef):
 
 
 def load_champion(cfg, ref: ChampionRef | None = None, entry=None) -> Champion:
-    from wastesort.registry import file_sha256
-
     ref = ref or resolve(cfg)
     entry = entry or bento_entry(ref)
     path = Path(entry.path_of(FILES[cfg.model_kind]))
     if not path.is_file():
         raise ConfigError(f"{path}: missing from BentoML model {ref.bento_tag}; {FIX}")
+    content = path.read_bytes()  # hashed and loaded from one read
     expected = ref.sha256.get(cfg.model_kind)
-    if expected and file_sha256(path) != expected:
+    if expected and hashlib.sha256(content).hexdigest() != expected:
         raise ConfigError(f"{path}: not the file {ref.name} version {ref.version} registered "
                           f"(sha256 differs); {FIX}")
     labels = json.loads(Path(entry.path_of("labels.json")).read_text())
-    model = LiteModel(path.read_bytes(), cfg.tflite_threads)
+    model = LiteModel(content, cfg.tflite_threads)
     if model.n_outputs != len(labels):
         raise ConfigError(f"{path}: {model.n_outputs} outputs but {len(labels)} labels; {FIX}")
     return Champion(ref, cfg.model_kind, labels, model, dict(entry.info.metadata))
