@@ -21,7 +21,7 @@ def main() -> None:
         raise stage.StageFailed("the exported files failed their parity check; nothing registered")
     from mlflow import MlflowClient
 
-    from wastesort import registry, tracking
+    from wastesort import challenger, registry, tracking
     from wastesort.export import FILES
 
     run = artifacts.read_json(tracking.RUN_FILE)
@@ -34,15 +34,30 @@ def main() -> None:
             "run_id": run["run_id"], "labels": json.dumps(labels),
             **{f"tflite_{kind}_sha256": exported[kind]["sha256"] for kind in FILES}}
     name, alias = cfg["model_name"], cfg["alias"]
-    version, created = registry.register_version(name, alias, run["model_uri"], sha, tags,
-                                                  registry.labels_description(labels))
+    verdict = challenger.challenge(
+        name, alias, sha, EXPORT / FILES["float32"], labels, config.data_root(params),
+        artifacts.read_manifest("data/split/test.csv", ("path", "label", "sha256")),
+        int(config.section(params, "validate")["max_pixels"]), float(cfg["max_regression"]))
+    print(f"register: {verdict.reason}")
+    version, created = registry.register_version(name, alias, run["model_uri"], sha,
+                                                  {**tags, **verdict.tags()},
+                                                  registry.labels_description(labels),
+                                                  move_alias=verdict.promote)
     bento_tag = registry.store_version(name, MlflowClient().get_model_version(name, version),
                                        EXPORT)
-    receipt = registry.Receipt(name, version, alias, sha, run["run_id"], bento_tag,
-                               {kind: exported[kind]["sha256"] for kind in FILES})
+    new = "new" if created else "already registered"
+    if verdict.promote:
+        receipt = registry.Receipt(name, version, alias, sha, run["run_id"], bento_tag,
+                                   {kind: exported[kind]["sha256"] for kind in FILES})
+        print(f"register: {name} version {version} is @{alias} ({new}); BentoML model "
+              f"{bento_tag}")
+    else:
+        receipt = registry.alias_receipt(name, alias)
+        receipt.challenger = {"version": version, "bento_model": bento_tag,
+                              "reason": verdict.reason}
+        print(f"register: {name} version {version} registered ({new}) without @{alias}, which "
+              f"stays on version {receipt.version}")
     artifacts.write_json(RECEIPT, receipt.to_json())
-    print(f"register: {name} version {version} is @{alias} "
-          f"({'new' if created else 'already registered'}); BentoML model {bento_tag}")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ def main() -> None:
     import mlflow
 
     from wastesort import features, tracking, training
+    from wastesort.challenger import TRAIN_MANIFEST_ARTIFACT
     from wastesort.model import BackboneSpec, build_classifier, parameter_counts, top_backbone
 
     train, val = features.load(FEATURES / "train.npz"), features.load(FEATURES / "val.npz")
@@ -39,6 +40,9 @@ def main() -> None:
         mlflow.log_metrics({f"data.{k}": float(v) for k, v in validation.items()
                             if isinstance(v, (int, float))})
         mlflow.log_dict(validation, "data/validation_summary.json")
+        # what this model trained on: `register` leaves these images out when it scores this
+        # model as the champion against a challenger
+        mlflow.log_text(Path("data/split/train.csv").read_text(), TRAIN_MANIFEST_ARTIFACT)
         log_finetune_history(mlflow, Path("metrics/finetune_history.csv"))
         result = training.fit_head(
             clf.head, (train["features"].astype("float32"),
@@ -48,11 +52,21 @@ def main() -> None:
             cfg, Path("metrics/train_history.csv"), [tracking.epoch_metrics_callback()],
             start=FEATURES / "head.weights.h5")
         MODEL_DIR.mkdir(exist_ok=True)
+        y_val = training.encode_labels(val["labels"], classes, "val")
+        calibrated = training.calibrate_head(clf.head, val["features"].astype("float32"), y_val,
+                                             bool(cfg.get("calibrate", True)))
+        print(f"train: temperature {calibrated['temperature']:.3f} fitted on val (NLL "
+              f"{calibrated['val_nll_before']:.4f} -> {calibrated['val_nll_after']:.4f}, ECE "
+              f"{calibrated['val_ece_before']:.4f} -> {calibrated['val_ece_after']:.4f})")
+        artifacts.write_json(MODEL_DIR / "calibration.json", calibrated)
+        mlflow.log_metrics({f"calibration_{k}": float(v) for k, v in calibrated.items()
+                            if isinstance(v, float)})
         clf.model.save(MODEL_DIR / "model.keras")
         (MODEL_DIR / "labels.json").write_text(json.dumps(classes, indent=2) + "\n")
         summary = {"best_val_accuracy": round(result.best_val_accuracy, 6),
                    "epochs_run": result.epochs_run, "n_train_features": int(len(train["labels"])),
                    "kept_fine_tuned_head": result.kept_start,
+                   "temperature": calibrated["temperature"],
                    **counts}
         artifacts.write_json("metrics/train.json", summary)
         mlflow.log_metric("best_val_accuracy", result.best_val_accuracy)

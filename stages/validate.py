@@ -2,7 +2,8 @@
 from pathlib import Path
 
 from wastesort import artifacts, config, stage
-from wastesort.validation import check_config, validate
+from wastesort.data.report import plot_near_duplicates
+from wastesort.data.validation import check_config, validate
 
 OUT_DIR = Path("data/validated")
 REPORT_DIR = Path("reports/validation")
@@ -17,11 +18,16 @@ def main() -> None:
     outcome = validate(root, config.configured_classes(params), cfg, REPORT_DIR)
     artifacts.write_csv(OUT_DIR / "manifest.csv", outcome.manifest)
     artifacts.write_csv(OUT_DIR / "rejected.csv", outcome.rejected)
+    artifacts.write_csv(OUT_DIR / "near_duplicates.csv", outcome.pairs)
     artifacts.write_json(METRICS, outcome.summary)
     (REPORT_DIR / "report.md").write_text(outcome.report)
+    plot_near_duplicates(root, outcome, REPORT_DIR, int(cfg["max_pixels"]))
     s = outcome.summary
     print(f"validate: {s['accepted']} accepted, {s['rejected']} rejected, "
           f"{s['cross_class_duplicate_groups']} cross-class duplicate groups, "
+          f"{s['near_duplicate_groups']} near-duplicate groups "
+          f"({s['images_in_near_duplicate_groups']} images), "
+          f"{s['near_duplicate_label_conflicts']} cross-class near-duplicate pairs, "
           f"{s['ignored']} ignored; report: {REPORT_DIR / 'report.md'}")
     if not outcome.can_train:
         raise stage.StageFailed("data cannot train: " + "; ".join(outcome.problems))

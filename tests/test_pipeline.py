@@ -268,3 +268,52 @@ def test_register_again_registers_nothing_new(repo):
     listed = json.loads(run(["bentoml", "models", "list", "-o", "json"], repo,
                             env=repo_env(repo)).stdout)
     assert len(listed) == 1
+
+
+def test_evaluate_reports_calibration_interval_and_abstention(repo):
+    ev = read_json(repo / "metrics/evaluate.json")
+    low, high = ev["accuracy_ci95"]
+    assert low <= ev["accuracy"] <= high and high - low > 0.1  # 9 test images: a wide interval
+    assert ev["gate_on"] == "point" and ev["gate_value"] == ev["accuracy"]
+    calibrated = read_json(repo / "models/calibration.json")
+    assert calibrated["temperature"] == ev["temperature"] > 0
+    assert calibrated["val_nll_after"] <= calibrated["val_nll_before"]  # fitted on val
+    assert read_json(repo / "metrics/train.json")["temperature"] == calibrated["temperature"]
+    at = ev["abstention"]
+    assert at["min_confidence"] == 0.0 and at["coverage"] == 1.0 and at["uncertain"] == 0
+    curve = (repo / "metrics/risk_coverage.csv").read_text().splitlines()
+    assert curve[0] == "threshold,coverage,accuracy" and curve[-1].split(",")[1] == "1.0"
+    assert float(curve[-1].split(",")[2]) == pytest.approx(ev["accuracy"], abs=1e-6)
+    assert "accuracy_before" in (repo / "metrics/reliability.csv").read_text().splitlines()[0]
+    for png in ("reliability.png", "risk_coverage.png"):
+        assert (repo / "reports/evaluate" / png).stat().st_size > 1000
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    run_id = read_json(repo / "models/mlflow_run.json")["run_id"]
+    metrics = client.get_run(run_id).data.metrics
+    assert metrics["test_accuracy_ci95_low"] == low and metrics["test_ece_after"] == ev["ece_after"]
+    logged = {a.path for a in client.list_artifacts(run_id, "plots")}
+    assert {"plots/risk_coverage.png", "plots/reliability.png", "plots/risk_coverage.csv"} <= logged
+    manifest = client.download_artifacts(run_id, "data/train_manifest.csv")
+    assert Path(manifest).read_text() == (repo / "data/split/train.csv").read_text()
+
+
+def test_a_challenger_short_of_the_champion_leaves_the_alias(scratch_repo):
+    """A new model that does not beat the champion by the margin register.max_regression asks
+    for (here -1.0: better by 100 points, which nothing is) is registered without the alias."""
+    repo = scratch_repo
+    params = (repo / "params.yaml").read_text()
+    try:
+        proc = run(["dvc", "exp", "run", "-S", "evaluate.min_accuracy=0.0", "-S",
+                    "register.max_regression=-1.0", "-S", "train.calibrate=false"], repo,
+                   env=repo_env(repo))
+    finally:
+        (repo / "params.yaml").write_text(params)
+    assert "the alias stays" in proc.stdout and "for version 1 (@champion)" in proc.stdout
+    versions, champion = registered_versions(repo)
+    assert champion == "1" and versions[-1] != "1"
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    held = client.get_model_version("wastesort", versions[-1])
+    assert held.tags["challenge"] == "held" and held.tags["challenge_champion_version"] == "1"
+    assert float(held.tags["challenge_challenger_accuracy"]) >= 0
+    receipt = read_json(repo / "registry/receipt.json")
+    assert receipt["version"] == "1" and receipt["challenger"]["version"] == versions[-1]

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
+import yaml
 from PIL import Image
 
 from tests import imagegen as g
@@ -44,7 +45,8 @@ def classify(url: str, data: bytes, name: str = "photo.jpg") -> requests.Respons
 
 
 def assert_answer(body: dict, labels: list[str] = LABELS) -> None:
-    assert set(body) == {"label", "confidence", "stream", "probabilities", "model"}
+    assert set(body) == {"label", "confidence", "uncertain", "stream", "probabilities", "model"}
+    assert body["uncertain"] is False  # the tiny pipeline's serve.min_confidence is 0
     assert body["model"]["name"] == "wastesort" and body["model"]["version"] == "1"
     assert body["model"]["alias"] == "champion" and body["model"]["format"] == "float32"
     assert list(body["probabilities"]) == labels
@@ -280,6 +282,45 @@ def test_upload_page_in_chromium(server, pipeline_repo, tmp_path, viewport):
         assert box["x"] >= 0 and box["x"] + box["width"] <= viewport["width"] + 1
     img = np.asarray(Image.open(shot).convert("L"), dtype=np.float32)
     assert img.shape[1] == viewport["width"] and img.std() > 10
+
+
+def test_uncertain_answers_through_the_server_and_page(pipeline_repo, tmp_path):
+    """Under serve.min_confidence an answer is marked uncertain and routed to the manual
+    check, label and probabilities still given; the page says so."""
+    from playwright.sync_api import sync_playwright
+
+    params_file = pipeline_repo / "params.yaml"
+    original = params_file.read_text()
+    params = yaml.safe_load(original)
+    params["serve"]["min_confidence"] = 1.0  # nothing is that sure
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    port = free_port()
+    proc = subprocess.Popen(["bentoml", "serve", "--host", "127.0.0.1", "--port", str(port)],
+                            cwd=pipeline_repo, env=repo_env(pipeline_repo),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/readyz", proc, timeout=240)
+        body = classify(url, photo(pipeline_repo).read_bytes()).json()
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium",
+                                        args=["--no-sandbox", "--disable-gpu"])
+            page = browser.new_page(viewport={"width": 900, "height": 900})
+            page.goto(url + "/")
+            page.set_input_files("#file", str(photo(pipeline_repo, "glass")))
+            page.wait_for_selector("body[data-state=done]", timeout=60_000)
+            banner_visible = page.locator("#uncertain").is_visible()
+            banner, label = page.inner_text("#uncertain"), page.inner_text("#label")
+            page.screenshot(path=str(tmp_path / "uncertain.png"), full_page=True)
+            browser.close()
+    finally:
+        stop(proc)
+        params_file.write_text(original)
+    assert body["uncertain"] is True and body["stream"] == "manual_check"
+    assert body["label"] == max(body["probabilities"], key=body["probabilities"].get)
+    assert body["confidence"] < 1.0 and list(body["probabilities"]) == LABELS
+    assert banner_visible and "check this item by hand" in banner
+    assert label.lower().startswith("maybe ")
 
 
 def test_bentoml_build_packs_service_and_champion(pipeline_repo):

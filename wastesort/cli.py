@@ -67,7 +67,9 @@ def print_table(rows: list[dict]) -> None:
         if "error" in r:
             print(f"{r['path']:<{width}}  error: {r['error']}")
         else:
-            print(f"{r['path']:<{width}}  {r['label']:<18} {r['confidence']:>10.4f}  {r['stream']}")
+            note = "  (uncertain: below serve.min_confidence)" if r["uncertain"] else ""
+            print(f"{r['path']:<{width}}  {r['label']:<18} {r['confidence']:>10.4f}  "
+                  f"{r['stream']}{note}")
 
 
 def import_champion(args: argparse.Namespace) -> int:

@@ -10,6 +10,8 @@ import pandas as pd
 from sklearn.metrics import (ConfusionMatrixDisplay, accuracy_score, classification_report,
                              confusion_matrix, f1_score)
 
+from wastesort.config import ConfigError
+
 
 @dataclass
 class Evaluation:
@@ -17,20 +19,44 @@ class Evaluation:
     predictions: pd.DataFrame  # path, actual, predicted, confidence
 
 
+GATE_RULES = ("point", "lower_bound")
+
+
+def wilson_interval(correct: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """The Wilson score interval of a proportion (scipy's binomial test)."""
+    from scipy.stats import binomtest
+
+    if n == 0:
+        return 0.0, 1.0
+    ci = binomtest(int(correct), int(n)).proportion_ci(confidence_level=level, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
 def evaluate_predictions(paths: list[str], actual: list[str], probabilities: np.ndarray,
-                         classes: list[str], min_accuracy: float) -> Evaluation:
+                         classes: list[str], min_accuracy: float, gate_on: str = "point"
+                         ) -> Evaluation:
+    """Metrics of the test split. The gate compares ``min_accuracy`` with the accuracy itself
+    (``gate_on: point``) or with the lower end of its 95 % Wilson interval (``lower_bound``)."""
+    if gate_on not in GATE_RULES:
+        raise ConfigError(f"params.yaml: evaluate.gate_on must be one of "
+                          f"{', '.join(GATE_RULES)}, got {gate_on!r}")
     predicted_idx = probabilities.argmax(axis=1)
     predicted = [classes[i] for i in predicted_idx]
     report = classification_report(actual, predicted, labels=classes, output_dict=True,
                                    zero_division=0)
     accuracy = float(accuracy_score(actual, predicted))
+    low, high = wilson_interval(int(round(accuracy * len(actual))), len(actual))
+    gated = accuracy if gate_on == "point" else low
     metrics = {
         "accuracy": round(accuracy, 6),
+        "accuracy_ci95": [round(low, 6), round(high, 6)],
         "macro_f1": round(float(f1_score(actual, predicted, labels=classes, average="macro",
                                          zero_division=0)), 6),
         "n_test": len(actual),
         "min_accuracy": min_accuracy,
-        "gate_passed": accuracy >= min_accuracy,
+        "gate_on": gate_on,
+        "gate_value": round(gated, 6),
+        "gate_passed": gated >= min_accuracy,
         "per_class": {c: {k: round(float(report[c][k]), 6)
                           for k in ("precision", "recall", "f1-score", "support")}
                       for c in classes},
@@ -84,3 +110,47 @@ def plot_confident_mistakes(ev: Evaluation, root: Path, path: Path, max_images: 
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return len(wrong)
+
+
+def plot_reliability(tables: dict[str, pd.DataFrame], ece: dict[str, float], path: Path) -> None:
+    """Reliability diagram: accuracy against confidence per bin, one line per table."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.plot([0, 1], [0, 1], color="0.6", linestyle="--", label="perfectly calibrated")
+    for (name, table), marker in zip(tables.items(), "os^"):
+        t = table.dropna()
+        ax.plot(t["confidence"], t["accuracy"], marker=marker,
+                label=f"{name} (ECE {ece[name]:.3f})")
+    ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="confidence (top class)",
+           ylabel="accuracy", title="Reliability on the test split")
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_risk_coverage(curve: pd.DataFrame, at: dict, path: Path) -> None:
+    """Accuracy on the answered images against the share answered; the configured threshold."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    ax.plot(curve["coverage"], curve["accuracy"], drawstyle="steps-post")
+    if at["accuracy_answered"] is not None:
+        ax.scatter([at["coverage"]], [at["accuracy_answered"]], color="C3", zorder=3,
+                   label=f"serve.min_confidence {at['min_confidence']:.2f}: answers "
+                         f"{at['coverage']:.0%}, {at['accuracy_answered']:.1%} right")
+        ax.legend(loc="lower left")
+    ax.set(xlim=(0, 1.01), xlabel="coverage (share of images answered)",
+           ylabel="accuracy on the answered", title="Risk-coverage on the test split")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import keras
+import numpy as np
 
 from wastesort.config import ConfigError
 
@@ -190,3 +191,23 @@ def set_fine_tuning(classifier: Classifier, enabled: bool) -> None:
     # stay owned by the frozen backbone), so set each one.
     for layer in part.layers:
         layer.trainable = enabled and not isinstance(layer, keras.layers.BatchNormalization)
+
+
+def head_logits(head: keras.Model, features: np.ndarray) -> np.ndarray:
+    """The head's logits (its last Dense layer before the softmax), in inference mode."""
+    last = head.get_layer("probabilities")
+    inp = x = keras.Input(shape=tuple(head.input.shape[1:]))
+    for layer in head.layers:  # the shared layers, called anew up to the last one
+        if not isinstance(layer, keras.layers.InputLayer) and layer is not last:
+            x = layer(x)
+    h = np.asarray(keras.Model(inp, x).predict(features, batch_size=256, verbose=0), np.float64)
+    kernel, bias = last.get_weights()
+    return h @ kernel + bias
+
+
+def fold_temperature(head: keras.Model, temperature: float) -> None:
+    """Divide the last layer's kernel and bias by ``temperature``: the softmax of every model
+    sharing this head (the saved, exported and served one) becomes ``softmax(logits / T)``."""
+    layer = head.get_layer("probabilities")
+    kernel, bias = layer.get_weights()
+    layer.set_weights([kernel / temperature, bias / temperature])

@@ -30,6 +30,7 @@ class Receipt:
     run_id: str
     bento_model: str
     tflite_sha256: dict[str, str] = field(default_factory=dict)
+    challenger: dict[str, str] = field(default_factory=dict)  # a held-back newer version
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -44,8 +45,10 @@ def file_sha256(path: Path) -> str:
 
 
 def register_version(name: str, alias: str, model_uri: str, model_sha256: str,
-                     tags: dict[str, str], description: str) -> tuple[str, bool]:
-    """Register (unless this exact model file already is) and point the alias at it."""
+                     tags: dict[str, str], description: str, move_alias: bool = True
+                     ) -> tuple[str, bool]:
+    """Register (unless this exact model file already is) and, with ``move_alias``, point the
+    alias at it."""
     from mlflow import MlflowClient, register_model
     from mlflow.exceptions import MlflowException
 
@@ -64,8 +67,19 @@ def register_version(name: str, alias: str, model_uri: str, model_sha256: str,
         mv = register_model(model_uri, name, tags={**tags, "model_sha256": model_sha256})
         version, created = str(mv.version), True
         client.update_model_version(name, version, description=description)
-    client.set_registered_model_alias(name, alias, version)
+    if move_alias:
+        client.set_registered_model_alias(name, alias, version)
     return version, created
+
+
+def alias_receipt(name: str, alias: str) -> Receipt:
+    """What ``models:/NAME@ALIAS`` is, from its version tags."""
+    from mlflow import MlflowClient
+
+    v = MlflowClient().get_model_version_by_alias(name, alias)
+    return Receipt(name, str(v.version), alias, v.tags.get("model_sha256", ""), v.run_id,
+                   v.tags.get("bento_model", ""),
+                   {kind: v.tags.get(f"tflite_{kind}_sha256", "") for kind in FILES})
 
 
 def bento_tag(name: str, model_sha256: str) -> str:

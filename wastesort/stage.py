@@ -55,7 +55,7 @@ def load_tensorflow(deterministic: bool = True):
 
 
 def run(name: str, main: Callable[[], None]) -> None:
-    from wastesort.validation import DataCannotTrain
+    from wastesort.data.validation import DataCannotTrain
 
     logging.basicConfig(level=logging.INFO, format=f"{name}: %(message)s")
     logging.getLogger("great_expectations").setLevel(logging.WARNING)

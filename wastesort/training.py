@@ -16,8 +16,10 @@ from typing import Any
 import numpy as np
 from sklearn.utils.class_weight import compute_class_weight
 
+from wastesort import calibration
 from wastesort.config import ConfigError
-from wastesort.model import Classifier, set_fine_tuning, top_backbone
+from wastesort.model import (Classifier, fold_temperature, head_logits, set_fine_tuning,
+                             top_backbone)
 
 
 @dataclass
@@ -206,3 +208,19 @@ def restore_unless_beaten(model, before: list[np.ndarray], before_accuracy: floa
         return False
     model.set_weights(before)
     return True
+
+
+def calibrate_head(head, features: np.ndarray, y: np.ndarray, enabled: bool = True
+                   ) -> dict[str, Any]:
+    """Temperature scaling fitted on (validation) ``features``, folded into the head's last
+    layer; NLL and ECE on them before and after. ``enabled`` False records T = 1."""
+    logits = head_logits(head, features)
+    t = calibration.fit_temperature(logits, y) if enabled else 1.0
+    fold_temperature(head, t)
+    after = head.predict(features, batch_size=256, verbose=0)
+    before = calibration.rescale(after, t)
+    return {"temperature": round(t, 6), "n": int(len(y)),
+            "val_nll_before": round(calibration.nll(logits, y), 6),
+            "val_nll_after": round(calibration.nll(logits, y, t), 6),
+            "val_ece_before": round(calibration.expected_calibration_error(before, y), 6),
+            "val_ece_after": round(calibration.expected_calibration_error(after, y), 6)}

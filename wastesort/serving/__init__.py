@@ -36,6 +36,8 @@ class ServeConfig:
     tflite_threads: int
     streams: dict[str, str]
     default_stream: str
+    min_confidence: float = 0.0
+    uncertain_stream: str = "manual_check"
 
     @classmethod
     def load(cls, params_file: str | os.PathLike = "params.yaml") -> ServeConfig:
@@ -54,7 +56,9 @@ class ServeConfig:
                    workers=int(serve.get("workers", 1)),
                    tflite_threads=int(serve["tflite_threads"]),
                    streams={str(k): str(v) for k, v in (serve.get("streams") or {}).items()},
-                   default_stream=str(serve["default_stream"]))
+                   default_stream=str(serve["default_stream"]),
+                   min_confidence=float(serve.get("min_confidence", 0.0)),
+                   uncertain_stream=str(serve.get("uncertain_stream", "manual_check")))
 
     def stream_for(self, label: str) -> str:
         return self.streams.get(label, self.default_stream)
@@ -75,10 +79,13 @@ def load_upload(data: bytes, cfg: ServeConfig, size: int, field: str = "") -> np
 
 def describe(labels: list[str], probabilities: np.ndarray, cfg: ServeConfig,
              model: dict[str, str]) -> dict[str, Any]:
-    """The answer for one image, as the service and the CLI give it, naming the model."""
+    """The answer for one image, as the service and the CLI give it, naming the model. Under
+    ``serve.min_confidence`` it is ``uncertain`` and goes to ``serve.uncertain_stream``."""
     best = int(np.argmax(probabilities))
-    return {"label": labels[best], "confidence": float(probabilities[best]),
-            "stream": cfg.stream_for(labels[best]),
+    confidence = float(probabilities[best])
+    uncertain = confidence < cfg.min_confidence
+    return {"label": labels[best], "confidence": confidence, "uncertain": uncertain,
+            "stream": cfg.uncertain_stream if uncertain else cfg.stream_for(labels[best]),
             "probabilities": {c: float(p) for c, p in zip(labels, probabilities)},
             "model": model}
 

@@ -1,6 +1,8 @@
 """Seeded, stratified train/val/test split of the validated manifest.
 
-Byte-identical files share a group and a split, so no image can leak from train into test.
+The split draws groups, not files: a near-duplicate group (the manifest's ``group``, from
+validation; byte-identical files share a ``sha256`` when there is none) lands in one split as a
+whole, so no copy of a photo can leak from train into test.
 """
 from __future__ import annotations
 
@@ -10,7 +12,12 @@ from sklearn.model_selection import train_test_split
 from wastesort.config import ConfigError
 
 SPLITS = ("train", "val", "test")
-SPLIT_COLUMNS = ["path", "label", "sha256"]
+SPLIT_COLUMNS = ["path", "label", "sha256", "group"]
+
+
+def group_key(manifest: pd.DataFrame) -> pd.Series:
+    """What keeps files together: the near-duplicate group, or the bytes' hash."""
+    return manifest["group"] if "group" in manifest.columns else manifest["sha256"]
 
 
 def split_manifest(manifest: pd.DataFrame, val_fraction: float, test_fraction: float,
@@ -19,7 +26,8 @@ def split_manifest(manifest: pd.DataFrame, val_fraction: float, test_fraction: f
         raise ConfigError("params.yaml: split.val_fraction and split.test_fraction must be in "
                           f"(0, 1) with a sum under 1, got {val_fraction} and {test_fraction}")
     ordered = manifest.sort_values("path").reset_index(drop=True)
-    groups = ordered.drop_duplicates("sha256")[["sha256", "label"]]
+    ordered["group"] = group_key(ordered)
+    groups = ordered.drop_duplicates("group")[["group", "label"]]  # stratum: first file's label
     n_test, n_val = round(test_fraction * len(groups)), round(val_fraction * len(groups))
     try:
         rest, test = train_test_split(groups, test_size=n_test, random_state=seed,
@@ -28,10 +36,10 @@ def split_manifest(manifest: pd.DataFrame, val_fraction: float, test_fraction: f
                                       stratify=rest["label"])
     except ValueError as exc:
         counts = groups["label"].value_counts().to_dict()
-        raise ConfigError(f"cannot stratify {len(groups)} images ({counts}) into "
+        raise ConfigError(f"cannot stratify {len(groups)} image groups ({counts}) into "
                           f"train/val/test with these fractions: {exc}") from None
-    split_of = {sha: name for name, part in zip(SPLITS, (train, val, test)) for sha in part["sha256"]}
-    ordered["split"] = ordered["sha256"].map(split_of)
+    split_of = {g: name for name, part in zip(SPLITS, (train, val, test)) for g in part["group"]}
+    ordered["split"] = ordered["group"].map(split_of)
     return {name: ordered.loc[ordered["split"] == name, SPLIT_COLUMNS]
             .sort_values(["label", "path"]).reset_index(drop=True) for name in SPLITS}
 
@@ -40,3 +48,9 @@ def split_counts(splits: dict[str, pd.DataFrame]) -> dict[str, dict[str, int]]:
     return {name: {"total": int(len(frame)),
                    **{k: int(v) for k, v in frame["label"].value_counts().sort_index().items()}}
             for name, frame in splits.items()}
+
+
+def grouped_images(splits: dict[str, pd.DataFrame]) -> tuple[int, int]:
+    """Near-duplicate groups of two or more files, and the files in them."""
+    sizes = pd.concat(splits.values())["group"].value_counts()
+    return int((sizes > 1).sum()), int(sizes[sizes > 1].sum())

@@ -1,0 +1,1 @@
+"""The data before training: validation, near-duplicates, the split and the label review."""
