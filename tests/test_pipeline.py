@@ -134,7 +134,7 @@ def assert_run_is_complete(client: MlflowClient, run_id: str, repo: Path) -> Non
     assert {"plots/confusion_matrix.png", "plots/confident_mistakes.png",
             "plots/train_history.csv"} <= artifacts
     assert {a.path for a in client.list_artifacts(run_id, "data")} == \
-        {"data/validation_summary.json"}
+        {"data/validation_summary.json", "data/train_manifest.csv"}
     info = mlflow.models.get_model_info(read_json(repo / "models/mlflow_run.json")["model_uri"])
     assert info.metadata["labels"] == ["cardboard", "glass", "metal"]
     assert info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, -1, -1, 3)
