@@ -4,7 +4,6 @@ left to do."""
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import pytest
 

@@ -2,6 +2,7 @@
 real uploads over HTTP, the CLI and the Keras model agreeing, and the page in Chromium."""
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import re
@@ -21,12 +22,12 @@ pytestmark = pytest.mark.slow
 LABELS = ["cardboard", "glass", "metal"]
 
 
-@pytest.fixture(scope="module")
-def server(pipeline_repo):
-    """`bentoml serve` right after `dvc repro`, with no other command."""
+@contextlib.contextmanager
+def serving(repo: Path, env: dict[str, str] | None = None):
+    """A real `bentoml serve` in ``repo`` on a free port: its URL once ready; stopped after."""
     port = free_port()
     proc = subprocess.Popen(["bentoml", "serve", "--host", "127.0.0.1", "--port", str(port)],
-                            cwd=pipeline_repo, env=repo_env(pipeline_repo),
+                            cwd=repo, env=env or repo_env(repo),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -34,6 +35,13 @@ def server(pipeline_repo):
         yield url
     finally:
         stop(proc)
+
+
+@pytest.fixture(scope="module")
+def server(pipeline_repo):
+    """`bentoml serve` right after `dvc repro`, with no other command."""
+    with serving(pipeline_repo) as url:
+        yield url
 
 
 def photo(repo: Path, label: str = "glass") -> Path:
@@ -294,27 +302,21 @@ def test_uncertain_answers_through_the_server_and_page(pipeline_repo, tmp_path):
     params = yaml.safe_load(original)
     params["serve"]["min_confidence"] = 1.0  # nothing is that sure
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
-    port = free_port()
-    proc = subprocess.Popen(["bentoml", "serve", "--host", "127.0.0.1", "--port", str(port)],
-                            cwd=pipeline_repo, env=repo_env(pipeline_repo),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
     try:
-        wait_http(f"{url}/readyz", proc, timeout=240)
-        body = classify(url, photo(pipeline_repo).read_bytes()).json()
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path="/usr/bin/chromium",
-                                        args=["--no-sandbox", "--disable-gpu"])
-            page = browser.new_page(viewport={"width": 900, "height": 900})
-            page.goto(url + "/")
-            page.set_input_files("#file", str(photo(pipeline_repo, "glass")))
-            page.wait_for_selector("body[data-state=done]", timeout=60_000)
-            banner_visible = page.locator("#uncertain").is_visible()
-            banner, label = page.inner_text("#uncertain"), page.inner_text("#label")
-            page.screenshot(path=str(tmp_path / "uncertain.png"), full_page=True)
-            browser.close()
+        with serving(pipeline_repo) as url:
+            body = classify(url, photo(pipeline_repo).read_bytes()).json()
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path="/usr/bin/chromium",
+                                            args=["--no-sandbox", "--disable-gpu"])
+                page = browser.new_page(viewport={"width": 900, "height": 900})
+                page.goto(url + "/")
+                page.set_input_files("#file", str(photo(pipeline_repo, "glass")))
+                page.wait_for_selector("body[data-state=done]", timeout=60_000)
+                banner_visible = page.locator("#uncertain").is_visible()
+                banner, label = page.inner_text("#uncertain"), page.inner_text("#label")
+                page.screenshot(path=str(tmp_path / "uncertain.png"), full_page=True)
+                browser.close()
     finally:
-        stop(proc)
         params_file.write_text(original)
     assert body["uncertain"] is True and body["stream"] == "manual_check"
     assert body["label"] == max(body["probabilities"], key=body["probabilities"].get)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.special import softmax
 from sklearn.utils.class_weight import compute_class_weight
 
 from wastesort import calibration
@@ -217,8 +218,7 @@ def calibrate_head(head, features: np.ndarray, y: np.ndarray, enabled: bool = Tr
     logits = head_logits(head, features)
     t = calibration.fit_temperature(logits, y) if enabled else 1.0
     fold_temperature(head, t)
-    after = head.predict(features, batch_size=256, verbose=0)
-    before = calibration.rescale(after, t)
+    before, after = softmax(logits, axis=1), softmax(logits / t, axis=1)
     return {"temperature": round(t, 6), "n": int(len(y)),
             "val_nll_before": round(calibration.nll(logits, y), 6),
             "val_nll_after": round(calibration.nll(logits, y, t), 6),
