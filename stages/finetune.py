@@ -17,13 +17,11 @@ HISTORY = Path("metrics/finetune_history.csv")
 
 
 def main() -> None:
-    device = stage.load_tensorflow()[1]
-    print(f"finetune: training on {device}")
     params = config.load_params()
+    placement = stage.training_placement("finetune", params)
     cfg = config.section(params, "finetune")
     from wastesort import features, training
-    from wastesort.augmentation import FreshVariants
-    from wastesort.model import BackboneSpec, build_classifier, top_backbone
+    from wastesort.model import BackboneSpec
 
     spec = BackboneSpec.from_params(config.section(params, "backbone"), cfg)
     splits = {n: features.load(FEATURES / f"{n}.npz") for n in ("train", "val", "test")}
@@ -38,6 +36,17 @@ def main() -> None:
         print("finetune: finetune.layers = 0, features passed through")
         return
     classes = training.class_order(config.configured_classes(params), splits["train"]["labels"])
+    with placement.strategy.scope():  # the model's variables live on the strategy's devices
+        train_on_devices(params, cfg, spec, splits, classes)
+
+
+def train_on_devices(params, cfg, spec, splits, classes) -> None:
+    """The warm-up head and the fine-tuning phase, tracked live in the pipeline's MLflow run;
+    the adapted layers, the head and every split's pooled features saved."""
+    from wastesort import features, training
+    from wastesort.augmentation import FreshVariants
+    from wastesort.model import build_classifier, top_backbone
+
     clf = build_classifier(len(classes), spec, int(cfg["head_dense_units"]),
                            float(cfg["head_dropout"]), seed=int(cfg["seed"]))
     # uint8 resized images (finetune.layers: all) stay uint8 in memory; Keras casts per batch
@@ -59,17 +68,29 @@ def main() -> None:
                               len(classes), clf.trunk, config.section(params, "augment"),
                               int(cfg["batch_size"]), int(cfg["seed"]),
                               float(cfg.get("mixup_alpha", 0.0)))
-    result = training.fine_tune(clf, xy["train"], xy["val"], head_cfg, cfg, HISTORY, fresh)
-    top_backbone(clf).save_weights(TOP_WEIGHTS)
-    clf.head.save_weights(HEAD_WEIGHTS)  # `train` starts from it
-    for name, data in splits.items():
-        pooled = clf.pooler.predict(xy[name][0], batch_size=64, verbose=0)
-        features.save(OUT_DIR / f"{name}.npz", {**data, "features": pooled.astype("float16")})
-    speed = training.speed(result)
-    artifacts.write_json("metrics/finetune.json", {
-        "layers": spec.fine_tune_layers, "best_val_accuracy": round(result.best_val_accuracy, 6),
-        "epochs_run": result.epochs_run, "fine_tuned_top_kept": result.fine_tuned,
-        **speed})
+    import mlflow
+
+    from wastesort import tracking
+
+    # the pipeline's MLflow run starts here: each epoch shows in the UI as it ends
+    with tracking.start_finetune_run(params) as run:
+        print(f"finetune: MLflow run {run.info.run_id} ({tracking.tracking_uri()})")
+        result = training.fine_tune(clf, xy["train"], xy["val"], head_cfg, cfg, HISTORY, fresh,
+                                    callbacks=[tracking.live_epoch_metrics("finetune_")])
+        top_backbone(clf).save_weights(TOP_WEIGHTS)
+        clf.head.save_weights(HEAD_WEIGHTS)  # `train` starts from it
+        for name, data in splits.items():
+            pooled = clf.pooler.predict(xy[name][0], batch_size=64, verbose=0)
+            features.save(OUT_DIR / f"{name}.npz", {**data, "features": pooled.astype("float16")})
+        speed = training.speed(result)
+        summary = {"layers": spec.fine_tune_layers,
+                   "best_val_accuracy": round(result.best_val_accuracy, 6),
+                   "epochs_run": result.epochs_run, "fine_tuned_top_kept": result.fine_tuned,
+                   **speed}
+        mlflow.log_metrics({f"finetune_{k}": float(v) for k, v in summary.items()
+                            if k not in ("layers", "epochs_run")})
+        artifacts.write_json(tracking.FINETUNE_RUN_FILE, {"run_id": run.info.run_id})
+    artifacts.write_json("metrics/finetune.json", summary)
     print(f"finetune: top {spec.fine_tune_layers} layers adapted, best val accuracy "
           f"{result.best_val_accuracy:.4f}; {speed}")
 

@@ -11,10 +11,15 @@ MODEL_DIR = Path("models")
 
 
 def main() -> None:
-    device = stage.load_tensorflow()[1]
-    print(f"train: training on {device}")
     params = config.load_params()
-    cfg = config.section(params, "train")
+    # the head trains in float32 whatever the device: it is small, and the model it completes
+    # is saved, exported to TFLite and served
+    placement = stage.training_placement("train", params, mixed_precision=False)
+    with placement.strategy.scope():
+        train_and_log(params, config.section(params, "train"))
+
+
+def train_and_log(params: dict, cfg: dict) -> None:
     import mlflow
 
     from wastesort import features, tracking, training
@@ -32,9 +37,10 @@ def main() -> None:
     counts = parameter_counts(clf.model)
     print("train: parameters " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
     tracking.configure(config.section(params, "mlflow")["experiment"])
-    with mlflow.start_run() as run:
-        mlflow.log_params(tracking.flatten(params))
-        mlflow.set_tags(tracking.run_tags(params))
+    run, continued = tracking.pipeline_run(params)
+    with run:
+        print(f"train: MLflow run {run.info.run_id}"
+              + (" (the one finetune opened)" if continued else ""))
         mlflow.log_metrics({k: float(v) for k, v in counts.items()})
         validation = artifacts.read_json("metrics/validation.json")
         mlflow.log_metrics({f"data.{k}": float(v) for k, v in validation.items()
@@ -43,7 +49,8 @@ def main() -> None:
         # what this model trained on: `register` leaves these images out when it scores this
         # model as the champion against a challenger
         mlflow.log_text(Path("data/split/train.csv").read_text(), TRAIN_MANIFEST_ARTIFACT)
-        log_finetune_history(mlflow, Path("metrics/finetune_history.csv"))
+        if not continued:  # the fine-tuning epochs were logged live to the run finetune opened
+            log_finetune_history(mlflow, Path("metrics/finetune_history.csv"))
         result = training.fit_head(
             clf.head, (train["features"].astype("float32"),
                        training.encode_labels(train["labels"], classes, "train")),
@@ -83,7 +90,11 @@ def main() -> None:
 
 
 def log_finetune_history(mlflow, path: Path) -> None:
-    """The fine-tuning phase's epochs, as `finetune_*` metrics of this run."""
+    """The fine-tuning phase's epochs and summary, as `finetune_*` metrics of this run (as
+    `finetune` logs them to the run it opens)."""
+    summary = artifacts.read_json("metrics/finetune.json")
+    mlflow.log_metrics({f"finetune_{k}": float(v) for k, v in summary.items()
+                        if k not in ("layers", "epochs_run") and isinstance(v, (int, float))})
     if not path.is_file():
         return
     with path.open() as fh:

@@ -139,8 +139,11 @@ class FreshVariants:
         self.mixup_alpha = float(mixup_alpha)
         self.rng = np.random.default_rng(seed)
         self.order = self.rng.permutation(len(images))
+        self.drop_remainder = False  # True under several replicas: only full batches
 
     def __len__(self) -> int:
+        if self.drop_remainder and len(self.images) >= self.batch_size:
+            return len(self.images) // self.batch_size  # a new remainder left out each epoch
         return -(-len(self.images) // self.batch_size)
 
     def batch(self, index: int) -> tuple[np.ndarray, np.ndarray]:

@@ -114,7 +114,8 @@ def build_classifier(n_classes: int, spec: BackboneSpec, dense_units: int = 128,
     pool = keras.layers.GlobalAveragePooling2D(name="pool")
     head_layers = [keras.layers.Dense(dense_units, activation="relu", name="head_dense"),
                    keras.layers.Dropout(dropout, name="head_dropout"),
-                   keras.layers.Dense(n_classes, activation="softmax", name="probabilities")]
+                   keras.layers.Dense(n_classes, activation="softmax", name="probabilities",
+                                      dtype="float32")]  # float32 under mixed precision too
 
     def pooled(x):
         if upper is not None:

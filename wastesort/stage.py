@@ -54,6 +54,21 @@ def load_tensorflow(deterministic: bool = True):
     return tf, (", ".join(names) if names else "CPU")
 
 
+def training_placement(name: str, params: dict, mixed_precision: bool = True):
+    """For a training stage: TensorFlow loaded, the ``distribute`` section applied (strategy,
+    and mixed precision unless ``mixed_precision`` is False; see ``wastesort.distribute``) and
+    the device printed."""
+    tf = load_tensorflow()[0]
+    from wastesort import distribute
+
+    cfg = dict(params.get("distribute") or {})
+    if not mixed_precision:
+        cfg["mixed_precision"] = False
+    placement = distribute.setup(tf, cfg)
+    print(f"{name}: training on {placement.description} ({placement.precision})")
+    return placement
+
+
 def run(name: str, main: Callable[[], None]) -> None:
     from wastesort.data.validation import DataCannotTrain
 

@@ -1,7 +1,11 @@
-"""MLflow tracking: one run per pipeline execution, shared by the train and evaluate stages.
+"""MLflow tracking: one run per pipeline execution, shared by the stages that train and judge.
 
-``train`` opens the run and leaves its id in ``models/mlflow_run.json``; ``evaluate`` and
-``register`` reopen that run, so params, epochs, test metrics and the model sit together.
+``finetune`` opens the run, logs every param and each epoch while it trains (``finetune_*``
+metrics, visible in the UI during the run) and leaves its id in ``data/finetuned/mlflow_run.json``.
+``train`` continues that run (``pipeline_run``) or, when fine-tuning was cached or ran under other
+params or another tracking server, opens a new one and copies the fine-tuning epochs in; it leaves
+the id in ``models/mlflow_run.json``, and ``evaluate`` and ``register`` reopen it, so params,
+epochs, test metrics and the model sit together.
 """
 from __future__ import annotations
 
@@ -14,6 +18,8 @@ import yaml
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 RUN_FILE = Path("models/mlflow_run.json")
+FINETUNE_RUN_FILE = Path("data/finetuned/mlflow_run.json")
+TRAINED_TAG = "wastesort.trained"  # set by `train`: that run has its model, start another
 
 
 def tracking_uri() -> str:
@@ -96,6 +102,60 @@ def reopen_run():
         except MlflowException:
             pass
     return mlflow.start_run(tags={"model_run_id": run_id or "unknown"})
+
+
+def start_finetune_run(params: dict[str, Any]):
+    """The pipeline's run, opened by `finetune` with every param and the run tags."""
+    import mlflow
+
+    configure(params["mlflow"]["experiment"])
+    run = mlflow.start_run()
+    mlflow.log_params(flatten(params))
+    mlflow.set_tags(run_tags(params))
+    return run
+
+
+def pipeline_run(params: dict[str, Any]):
+    """For `train`: (the active run, whether it continues the one `finetune` opened). That run
+    is continued when this tracking server has it, it was opened under exactly these params and
+    no model was trained in it yet; otherwise a new run is opened with the params and tags (and
+    the caller copies the fine-tuning epochs in)."""
+    import json
+
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    flat = flatten(params)
+    run_id = (json.loads(FINETUNE_RUN_FILE.read_text()).get("run_id")
+              if FINETUNE_RUN_FILE.is_file() else None)
+    if run_id:
+        try:
+            opened = mlflow.get_run(run_id)
+        except MlflowException:
+            opened = None
+        if opened is not None and TRAINED_TAG not in opened.data.tags \
+                and opened.data.params == flat:
+            run = mlflow.start_run(run_id=run_id)
+            mlflow.set_tag(TRAINED_TAG, "true")
+            return run, True
+    run = mlflow.start_run(tags={"finetune_run_id": run_id} if run_id else None)
+    mlflow.log_params(flat)
+    mlflow.set_tags({**run_tags(params), TRAINED_TAG: "true"})
+    return run, False
+
+
+def live_epoch_metrics(prefix: str):
+    """A Keras callback that logs each epoch's metrics to the active run as it ends, named
+    ``prefix + name`` with the epoch as step (the fine-tuning phase's ``finetune_*``)."""
+    import keras
+    import mlflow
+
+    class LiveEpochMetrics(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            mlflow.log_metrics({f"{prefix}{k}": float(v) for k, v in (logs or {}).items()},
+                               step=epoch)
+
+    return LiveEpochMetrics()
 
 
 def epoch_metrics_callback():

@@ -102,20 +102,29 @@ def fit(model, train, val: tuple[np.ndarray, np.ndarray], cfg: dict[str, Any],
     import keras
 
     n_classes = int(model.output.shape[-1])
+    batch = int(cfg["batch_size"])
+    replicas = check_replica_batches(batch)
+    validation = (val[0], keras.utils.to_categorical(val[1], n_classes))
     if isinstance(train, tuple):
         train_labels = train[1]
-        inputs = {"x": train[0], "y": keras.utils.to_categorical(train[1], n_classes),
-                  "batch_size": int(cfg["batch_size"]), "shuffle": True}
-        steps = -(-len(train[0]) // int(cfg["batch_size"]))
+        inputs = {"x": shuffled_batches(train[0], keras.utils.to_categorical(train[1], n_classes),
+                                        batch, replicas, int(cfg.get("seed", 0)))}
+        steps = len(inputs["x"])
     else:
+        train.drop_remainder = replicas > 1
         inputs = {"x": train}
         steps = len(train)
+    if replicas > 1:  # every validation batch full too: padded with rows of weight 0
+        validation = padded_with_zero_weight(*validation, batch)
     opt = optimizer(cfg, steps)
     model.compile(
         optimizer=opt,
         loss=keras.losses.CategoricalCrossentropy(
             label_smoothing=float(cfg.get("label_smoothing", 0.0))),
-        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
+        # several replicas: weighted, so the padding rows of weight 0 do not count (training
+        # accuracy then weighs by class_weights too)
+        **{"weighted_metrics" if replicas > 1 else "metrics":
+           [keras.metrics.CategoricalAccuracy(name="accuracy")]})
     stopper = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max",
                                             patience=int(cfg["patience"]),
                                             restore_best_weights=True, verbose=1)
@@ -123,7 +132,7 @@ def fit(model, train, val: tuple[np.ndarray, np.ndarray], cfg: dict[str, Any],
     timer = epoch_timer()
     fitted = model.fit(
         **inputs,
-        validation_data=(val[0], keras.utils.to_categorical(val[1], n_classes)),
+        validation_data=validation, validation_batch_size=batch,
         epochs=first_epoch + int(cfg["epochs"]), initial_epoch=first_epoch,
         class_weight=class_weights(train_labels, n_classes) if cfg.get("class_weights", True)
         else None,
@@ -139,23 +148,59 @@ def fit(model, train, val: tuple[np.ndarray, np.ndarray], cfg: dict[str, Any],
                           epoch_seconds=timer.seconds, train_images=len(train_labels))
 
 
+def check_replica_batches(batch_size: int) -> int:
+    """The replica count of the current ``tf.distribute`` strategy; with several, the batch
+    size must split evenly across them."""
+    import tensorflow as tf
+
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    if replicas > 1 and batch_size % replicas:
+        raise ConfigError(f"params.yaml: batch_size {batch_size} must be a multiple of the "
+                          f"{replicas} replicas of distribute.strategy")
+    return replicas
+
+
+def shuffled_batches(x: np.ndarray, y: np.ndarray, batch_size: int, replicas: int, seed: int):
+    """(x, y) as a dataset reshuffled every epoch from ``seed``. Under several replicas Keras 3
+    (TensorFlow 2.20) fails on a batch that does not split evenly across them (an AddN shape
+    error, or an empty replica batch in BatchNorm), so there only full batches are kept, a
+    different remainder left out each epoch (and `fit` pads validation with rows of weight 0,
+    which leave its accuracy exact)."""
+    import tensorflow as tf
+
+    if replicas > 1 and len(x) < batch_size:  # one batch, evenly divisible
+        batch_size = max(replicas, len(x) - len(x) % replicas)
+    data = tf.data.Dataset.from_tensor_slices((x, y))
+    return data.shuffle(len(x), seed=seed, reshuffle_each_iteration=True) \
+        .batch(batch_size, drop_remainder=replicas > 1)
+
+
+def padded_with_zero_weight(x: np.ndarray, y: np.ndarray, batch_size: int):
+    extra = -len(x) % batch_size
+    weights = np.concatenate([np.ones(len(x), np.float32), np.zeros(extra, np.float32)])
+    return (np.concatenate([x, np.repeat(x[:1], extra, axis=0)]),
+            np.concatenate([y, np.repeat(y[:1], extra, axis=0)]), weights)
+
+
 def fine_tune(classifier: Classifier, train: tuple[np.ndarray, np.ndarray],
               val: tuple[np.ndarray, np.ndarray], head_cfg: dict[str, Any],
-              tune_cfg: dict[str, Any], history_csv: Path, fresh=None) -> TrainingResult:
+              tune_cfg: dict[str, Any], history_csv: Path, fresh=None,
+              callbacks: list | None = None) -> TrainingResult:
     """Head first on pooled activations, then the backbone top and head together, on
     ``fresh`` (newly augmented images each epoch, see ``FreshVariants``) when given, else on
-    the cached activations."""
+    the cached activations. ``callbacks`` see both phases' epochs, numbered on from one to the
+    other (as in ``history_csv``)."""
     pooled_train = classifier.pooler.predict(train[0], batch_size=64, verbose=0)
     pooled_val = classifier.pooler.predict(val[0], batch_size=64, verbose=0)
     warm = fit(classifier.head, (pooled_train, train[1]), (pooled_val, val[1]), head_cfg,
-               history_csv)
+               history_csv, callbacks)
     if top_backbone(classifier) is None:
         return warm
     before = classifier.top.get_weights()
     set_fine_tuning(classifier, True)
     data = (fresh.as_dataset(), fresh.labels) if fresh is not None else (train, None)
-    tuned = fit(classifier.top, data[0], val, tune_cfg, history_csv, first_epoch=warm.epochs_run,
-                train_labels=data[1])
+    tuned = fit(classifier.top, data[0], val, tune_cfg, history_csv, callbacks,
+                first_epoch=warm.epochs_run, train_labels=data[1])
     set_fine_tuning(classifier, False)
     kept = not restore_unless_beaten(classifier.top, before, warm.best_val_accuracy, tuned)
     return TrainingResult(max(warm.best_val_accuracy, tuned.best_val_accuracy),
