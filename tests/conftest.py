@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import os
+import contextlib
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -109,21 +111,40 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 @pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory):
-    """A real `mlflow server` process on 127.0.0.1 with its own store and artifacts."""
-    root = tmp_path_factory.mktemp("mlflow_server")
+def team_server(tmp_path_factory):
+    """A team's tracking server, as `make tracking-server` starts it: a throwaway PostgreSQL
+    cluster (Debian's `postgresql`) holding runs and the registry, and `mlflow server` on it
+    proxying artifacts into a folder (``--artifacts-destination``). Yields (URL, that folder)."""
+    import tempfile
+
+    from wastesort import tracking_server as ts
+
+    try:
+        ts.postgres_tool("initdb")
+    except ts.ServerError as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"{exc} (CI installs it)")
+    # PostgreSQL runs as `postgres` under root: its folder must not sit inside pytest's
+    # root-only temporary tree
+    data = Path(tempfile.mkdtemp(prefix="wastesort-pg-")) / "cluster"
+    data.parent.chmod(0o755)
+    ts.init_cluster(data)
+    db = ts.start_postgres(data, free_port())
+    root = tmp_path_factory.mktemp("team_server")
     port = free_port()
-    proc = subprocess.Popen(
-        ["mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
-         "--artifacts-destination", str(root / "artifacts")],
+    server = subprocess.Popen(
+        ts.mlflow_server_command(ts.database_uri(int(db.args[db.args.index("-p") + 1])),
+                                 root / "artifacts", "127.0.0.1", port),
         cwd=root, env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_http(f"{url}/health", proc)
-        yield url
+        wait_http(f"{url}/health", server)
+        yield url, root / "artifacts"
     finally:
-        stop(proc)
+        stop(server)
+        ts.stop(db, signal.SIGINT)
+        shutil.rmtree(data.parent, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -139,3 +160,18 @@ def pipeline_repo(tmp_path_factory) -> Path:
 def repo_env(repo: Path, **extra: str) -> dict[str, str]:
     """Tools' environment for a test repo: its own BentoML store, outside the build context."""
     return tool_env(**{"BENTOML_HOME": str(repo.parent / f"{repo.name}.bentoml"), **extra})
+
+
+@contextlib.contextmanager
+def serving(repo: Path, env: dict[str, str] | None = None):
+    """A real `bentoml serve` in ``repo`` on a free port: its URL once ready; stopped after."""
+    port = free_port()
+    proc = subprocess.Popen(["bentoml", "serve", "--host", "127.0.0.1", "--port", str(port)],
+                            cwd=repo, env=env or repo_env(repo),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/readyz", proc, timeout=240)
+        yield url
+    finally:
+        stop(proc)

@@ -196,20 +196,6 @@ def test_mlflow_run_in_default_sqlite(repo):
     assert_run_is_complete(MlflowClient(uri), run_id, repo)
 
 
-def test_head_param_experiment_on_mlflow_server(scratch_repo, mlflow_server):
-    repo = scratch_repo
-    env = repo_env(repo, MLFLOW_TRACKING_URI=mlflow_server)
-    out = run(["dvc", "exp", "run", "-S", "train.lr=0.002"], repo, env=env).stdout
-    assert "Stage 'features' didn't change, skipping" in out
-    assert "Stage 'finetune' didn't change, skipping" in out
-    assert "Running stage 'train'" in out
-    mlflow.set_tracking_uri(mlflow_server)
-    run_id = read_json(repo / "models/mlflow_run.json")["run_id"]
-    client = MlflowClient(mlflow_server)
-    assert client.get_run(run_id).data.params["train.lr"] == "0.002"
-    assert_run_is_complete(client, run_id, repo)
-
-
 def test_gate_fails_the_stage_above_reached_accuracy(scratch_repo):
     repo = scratch_repo
     reached = read_json(repo / "metrics/evaluate.json")["accuracy"]

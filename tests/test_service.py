@@ -2,7 +2,6 @@
 real uploads over HTTP, the CLI and the Keras model agreeing, and the page in Chromium."""
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import re
@@ -16,25 +15,10 @@ import yaml
 from PIL import Image
 
 from tests import imagegen as g
-from tests.conftest import free_port, repo_env, run, stop, wait_http
+from tests.conftest import free_port, repo_env, run, serving, stop, wait_http
 
 pytestmark = pytest.mark.slow
 LABELS = ["cardboard", "glass", "metal"]
-
-
-@contextlib.contextmanager
-def serving(repo: Path, env: dict[str, str] | None = None):
-    """A real `bentoml serve` in ``repo`` on a free port: its URL once ready; stopped after."""
-    port = free_port()
-    proc = subprocess.Popen(["bentoml", "serve", "--host", "127.0.0.1", "--port", str(port)],
-                            cwd=repo, env=env or repo_env(repo),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{url}/readyz", proc, timeout=240)
-        yield url
-    finally:
-        stop(proc)
 
 
 @pytest.fixture(scope="module")

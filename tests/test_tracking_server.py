@@ -1,0 +1,94 @@
+"""A team's tracking server: MLflow on PostgreSQL with artifacts proxied by the server. The
+tiny pipeline tracks into it (the fine-tuning epochs live), a second run with another param sits
+beside the first, the registry holds the champion, and `bentoml serve` serves that champion."""
+from __future__ import annotations
+
+import json
+import os
+
+import mlflow
+import pytest
+import requests
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import make_pipeline_repo, repo_env, run, serving
+from tests.test_pipeline import assert_run_is_complete, read_json
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def team_repo(team_server, tmp_path_factory):
+    """A fresh clone's first `dvc repro` with MLFLOW_TRACKING_URI naming the team server."""
+    url, _ = team_server
+    repo = make_pipeline_repo(tmp_path_factory.mktemp("team") / "repo")
+    out = run(["dvc", "repro"], repo, env=repo_env(repo, MLFLOW_TRACKING_URI=url)).stdout
+    assert "Running stage 'register'" in out
+    assert not (repo / "mlflow.db").exists()  # nothing tracked beside the clone
+    return repo
+
+
+def test_pipeline_run_lives_on_postgres_with_proxied_artifacts(team_server, team_repo):
+    url, artifact_root = team_server
+    mlflow.set_tracking_uri(url)
+    client = MlflowClient(url)
+    run_id = read_json(team_repo / "models/mlflow_run.json")["run_id"]
+    # one run for the execution: opened by finetune, continued by train, evaluate and register
+    assert read_json(team_repo / "data/finetuned/mlflow_run.json")["run_id"] == run_id
+    assert_run_is_complete(client, run_id, team_repo)
+    # artifacts went through the server into its destination, not to a path the client wrote
+    assert client.get_run(run_id).info.artifact_uri.startswith("mlflow-artifacts:")
+    stored = {p.name for p in artifact_root.rglob("*") if p.is_file()}
+    assert {"confusion_matrix.png", "reliability.png", "model_float32.tflite"} <= stored
+    champion = client.get_model_version_by_alias("wastesort", "champion")
+    assert champion.run_id == run_id
+    assert read_json(team_repo / "registry/receipt.json")["version"] == str(champion.version)
+
+
+def test_fine_tuning_epochs_reach_the_server_while_it_trains(team_server, team_repo):
+    client = MlflowClient(team_server[0])
+    run_id = read_json(team_repo / "models/mlflow_run.json")["run_id"]
+    history = client.get_metric_history(run_id, "finetune_val_accuracy")
+    tuned = read_json(team_repo / "metrics/finetune.json")["epochs_run"]
+    assert [m.step for m in sorted(history, key=lambda m: m.step)] == list(range(tuned))
+    # each epoch was logged when it ended: before the stage saved the weights it trained
+    saved_ms = os.stat(team_repo / "data/finetuned/backbone_top.weights.h5").st_mtime * 1000
+    stamps = [m.timestamp for m in sorted(history, key=lambda m: m.step)]
+    assert stamps == sorted(stamps) and stamps[-1] <= saved_ms
+    assert stamps[0] < stamps[-1]
+    assert client.get_run(run_id).data.metrics["finetune_train_images_per_second"] > 0
+
+
+def test_two_runs_compare_side_by_side_and_serve_the_champion(team_server, team_repo):
+    url, _ = team_server
+    env = repo_env(team_repo, MLFLOW_TRACKING_URI=url)
+    first = read_json(team_repo / "models/mlflow_run.json")["run_id"]
+    out = run(["dvc", "exp", "run", "-S", "train.lr=0.002"], team_repo, env=env).stdout
+    assert "Stage 'finetune' didn't change, skipping" in out and "Running stage 'train'" in out
+    run(["git", "checkout", "params.yaml"], team_repo)
+    second = read_json(team_repo / "models/mlflow_run.json")["run_id"]
+    assert second != first
+    client = MlflowClient(url)
+    runs = {r.info.run_id: r for r in client.search_runs(
+        [client.get_experiment_by_name("wastesort").experiment_id])}
+    assert {first, second} <= set(runs)
+    assert (runs[first].data.params["train.lr"], runs[second].data.params["train.lr"]) == \
+        ("0.001", "0.002")
+    for run_id in (first, second):  # what the UI's compare view shows for each
+        assert "test_accuracy" in runs[run_id].data.metrics
+        assert "plots/confusion_matrix.png" in {
+            a.path for a in client.list_artifacts(run_id, "plots")}
+    # the fine-tuning was cached: the second run carries its epochs, copied in, and says whose
+    assert runs[second].data.tags["finetune_run_id"] == first
+    assert len(client.get_metric_history(second, "finetune_val_accuracy")) == \
+        len(client.get_metric_history(first, "finetune_val_accuracy"))
+
+    mlflow.set_tracking_uri(url)
+    champion = client.get_model_version_by_alias("wastesort", "champion")
+    photo = sorted((team_repo / "rawdata" / "glass").iterdir())[0]
+    with serving(team_repo, env) as served:
+        answer = requests.post(f"{served}/classify", timeout=60,
+                               files={"image": (photo.name, photo.read_bytes())})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["model"]["version"] == str(champion.version)
+    assert json.loads(champion.tags["labels"]) == sorted(answer.json()["probabilities"])
