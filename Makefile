@@ -3,7 +3,7 @@ UV_VERSION ?= 0.13.9
 UV ?= uv
 DATA ?= ../shared/data/trashnet
 
-.PHONY: help setup browser test repro-trashnet serve bench lock
+.PHONY: help setup setup-gpu browser postgres test repro-trashnet serve tracking-server bench lock
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -12,6 +12,16 @@ setup:  ## build .venv from uv.lock (installs uv if missing) and seed the Keras 
 	@command -v $(UV) >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
 	$(UV) sync --frozen
 	@scripts/seed_keras_cache.sh
+
+setup-gpu:  ## as setup, plus TensorFlow's CUDA libraries for NVIDIA GPUs (the `gpu` extra)
+	@command -v $(UV) >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
+	$(UV) sync --frozen --extra gpu
+	@scripts/seed_keras_cache.sh
+
+postgres:  ## Debian's PostgreSQL server programs, for `make tracking-server` (needs root or sudo)
+	@command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql; }
 
 browser:  ## Debian's chromium for the upload-page test (needs root or sudo)
 	@command -v chromium >/dev/null 2>&1 || { \
@@ -26,6 +36,9 @@ repro-trashnet:  ## run the whole pipeline on DATA (default ../shared/data/trash
 
 serve:  ## serve the registered champion model on http://127.0.0.1:3000
 	$(UV) run bentoml serve
+
+tracking-server:  ## a team's MLflow server: PostgreSQL in .tracking/, artifacts proxied, on :5000
+	$(UV) run python -m wastesort.tracking_server --host $${HOST:-127.0.0.1} --port $${PORT:-5000}
 
 bench:  ## the real pipeline on DATA, timed per stage, into benchmarks/results/
 	$(UV) run python benchmarks/pipeline.py --data $(DATA)

@@ -29,9 +29,12 @@ class ServerError(RuntimeError):
 
 
 def postgres_tool(name: str) -> str:
-    """A PostgreSQL server program: on PATH, else in Debian's /usr/lib/postgresql/<v>/bin."""
-    found = shutil.which(name) or next(iter(sorted(
-        glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)), None)
+    """A PostgreSQL program: from Debian's /usr/lib/postgresql/<newest>/bin (its /usr/bin
+    wrappers want a configured cluster), else on PATH (Homebrew, other systems)."""
+    debian = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"),
+                    key=lambda path: int(Path(path).parts[4]) if Path(path).parts[4].isdigit()
+                    else 0)
+    found = debian[-1] if debian else shutil.which(name)
     if not found:
         raise ServerError(f"PostgreSQL's `{name}` was not found: install it with "
                           f"`sudo apt-get install postgresql` (Debian/Ubuntu)")
