@@ -38,7 +38,7 @@ serve:  ## serve the registered champion model on http://127.0.0.1:3000
 	$(UV) run bentoml serve
 
 tracking-server:  ## a team's MLflow server: PostgreSQL in .tracking/, artifacts proxied, on :5000
-	$(UV) run python -m wastesort.tracking_server --host $${HOST:-127.0.0.1} --port $${PORT:-5000}
+	$(UV) run python -m wastesort.tracking.server --host $${HOST:-127.0.0.1} --port $${PORT:-5000}
 
 bench:  ## the real pipeline on DATA, timed per stage, into benchmarks/results/
 	$(UV) run python benchmarks/pipeline.py --data $(DATA)

@@ -16,7 +16,8 @@ def main() -> None:
     max_pixels = int(config.section(params, "validate")["max_pixels"])
     import mlflow
 
-    from wastesort import export, registry, tracking
+    from wastesort import export, tracking
+    from wastesort.tracking import registry
     from wastesort.features import load_resized
     from wastesort.litert import LiteModel
     from wastesort.predict import Predictor

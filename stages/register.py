@@ -21,7 +21,8 @@ def main() -> None:
         raise stage.StageFailed("the exported files failed their parity check; nothing registered")
     from mlflow import MlflowClient
 
-    from wastesort import challenger, registry, tracking
+    from wastesort import tracking
+    from wastesort.tracking import challenger, registry
     from wastesort.export import FILES
 
     run = artifacts.read_json(tracking.RUN_FILE)

@@ -23,7 +23,7 @@ def train_and_log(params: dict, cfg: dict) -> None:
     import mlflow
 
     from wastesort import features, tracking, training
-    from wastesort.challenger import TRAIN_MANIFEST_ARTIFACT
+    from wastesort.tracking.challenger import TRAIN_MANIFEST_ARTIFACT
     from wastesort.model import BackboneSpec, build_classifier, parameter_counts, top_backbone
 
     train, val = features.load(FEATURES / "train.npz"), features.load(FEATURES / "val.npz")

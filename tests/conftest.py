@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 import contextlib
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -117,7 +116,7 @@ def team_server(tmp_path_factory):
     proxying artifacts into a folder (``--artifacts-destination``). Yields (URL, that folder)."""
     import tempfile
 
-    from wastesort import tracking_server as ts
+    from wastesort.tracking import server as ts
 
     try:
         ts.postgres_tool("initdb")
@@ -143,7 +142,7 @@ def team_server(tmp_path_factory):
         yield url, root / "artifacts"
     finally:
         stop(server)
-        ts.stop(db, signal.SIGINT)
+        ts.stop_postgres(db, data)
         shutil.rmtree(data.parent, ignore_errors=True)
 
 

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from tests import imagegen as g
-from wastesort import challenger
+from wastesort.tracking import challenger
 
 LABELS = ["red", "green", "blue"]
 

@@ -142,7 +142,7 @@ def assert_run_is_complete(client: MlflowClient, run_id: str, repo: Path) -> Non
 
 def test_export_writes_float32_and_int8_with_parity(repo):
     from wastesort.litert import LiteModel
-    from wastesort.registry import file_sha256
+    from wastesort.tracking.registry import file_sha256
 
     exported = read_json(repo / "metrics/export.json")
     ev = read_json(repo / "metrics/evaluate.json")

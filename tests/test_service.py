@@ -349,7 +349,7 @@ def test_serve_stops_with_one_line_when_the_champion_is_not_in_the_store(pipelin
     # what the line says to run brings exactly the registered files back
     out = run(["wastesort", "import-champion"], pipeline_repo, env=env).stdout
     assert f"wastesort@champion is version 1; BentoML model {receipt['bento_model']}" in out
-    from wastesort.registry import file_sha256
+    from wastesort.tracking.registry import file_sha256
 
     stored = tmp_path / "empty-store" / "models" / receipt["bento_model"].replace(":", "/")
     assert file_sha256(stored / "model_float32.tflite") == receipt["tflite_sha256"]["float32"]

@@ -77,7 +77,8 @@ def import_champion(args: argparse.Namespace) -> int:
     import mlflow
     import mlflow.exceptions
 
-    from wastesort import registry, tracking
+    from wastesort import tracking
+    from wastesort.tracking import registry
     from wastesort.config import load_params, section
 
     cfg = section(load_params(args.params), "register")

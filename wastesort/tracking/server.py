@@ -2,7 +2,7 @@
 artifacts proxied by the server (``--artifacts-destination``), so clients need only
 ``MLFLOW_TRACKING_URI=http://HOST:PORT`` and no access to the server's disk.
 
-``make tracking-server`` runs ``python -m wastesort.tracking_server``: it creates a PostgreSQL
+``make tracking-server`` runs ``python -m wastesort.tracking.server``: it creates a PostgreSQL
 cluster under ``--root`` (default ``.tracking/``) on first use (Debian's ``postgresql`` package;
 as root, the cluster runs as the ``postgres`` user), starts it on 127.0.0.1, creates the
 database, and serves MLflow until Ctrl-C stops both. The tests start the same set-up in a
@@ -102,9 +102,15 @@ def mlflow_server_command(backend_uri: str, artifacts: Path, host: str, port: in
             "--workers", "1"]
 
 
+def stop_postgres(proc: subprocess.Popen, data_dir: Path) -> None:
+    """PostgreSQL's fast shutdown (`pg_ctl stop -m fast`, as the cluster's owner: `runuser`
+    does not pass signals on), then the process it ran under."""
+    subprocess.run(as_cluster_owner([postgres_tool("pg_ctl"), "stop", "-D", str(data_dir),
+                                     "-m", "fast", "-w"]), capture_output=True, timeout=60)
+    stop(proc)
+
+
 def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
-    """Stop a process (PostgreSQL: ``signal.SIGINT``, its fast shutdown; `runuser` passes it
-    on)."""
     if proc.poll() is None:
         proc.send_signal(sig)
         try:
@@ -114,7 +120,7 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m wastesort.tracking_server",
+    parser = argparse.ArgumentParser(prog="python -m wastesort.tracking.server",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", type=Path, default=Path(".tracking"),
                         help="folder for the PostgreSQL cluster and the artifacts")
@@ -144,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     finally:
         stop(server)
-        stop(db, signal.SIGINT)
+        stop_postgres(db, root / "postgres")
 
 
 if __name__ == "__main__":

@@ -69,10 +69,17 @@ def data_hash(data_path: str, lock_file: Path = Path("dvc.lock")) -> str:
     return "unknown"
 
 
+def dvc_experiment() -> str | None:
+    """The name `dvc exp run` gave this experiment (DVC sets DVC_EXP_NAME for its stages), so
+    the MLflow run and `dvc exp show` use the same one; None under plain `dvc repro`."""
+    return os.environ.get("DVC_EXP_NAME") or None
+
+
 def run_tags(params: dict[str, Any]) -> dict[str, str]:
     data_path = str(params.get("data", {}).get("path", ""))
+    experiment = dvc_experiment()
     return {**git_state(), "data_path": data_path, "data_dvc_md5": data_hash(data_path),
-            "pipeline": "dvc repro"}
+            "pipeline": f"dvc exp run ({experiment})" if experiment else "dvc repro"}
 
 
 def model_signature(n_classes: int):
@@ -109,7 +116,7 @@ def start_finetune_run(params: dict[str, Any]):
     import mlflow
 
     configure(params["mlflow"]["experiment"])
-    run = mlflow.start_run()
+    run = mlflow.start_run(run_name=dvc_experiment())
     mlflow.log_params(flatten(params))
     mlflow.set_tags(run_tags(params))
     return run
@@ -138,7 +145,8 @@ def pipeline_run(params: dict[str, Any]):
             run = mlflow.start_run(run_id=run_id)
             mlflow.set_tag(TRAINED_TAG, "true")
             return run, True
-    run = mlflow.start_run(tags={"finetune_run_id": run_id} if run_id else None)
+    run = mlflow.start_run(run_name=dvc_experiment(),
+                           tags={"finetune_run_id": run_id} if run_id else None)
     mlflow.log_params(flat)
     mlflow.set_tags({**run_tags(params), TRAINED_TAG: "true"})
     return run, False
