@@ -107,9 +107,14 @@ def fit(model, train, val: tuple[np.ndarray, np.ndarray], cfg: dict[str, Any],
     validation = (val[0], keras.utils.to_categorical(val[1], n_classes))
     if isinstance(train, tuple):
         train_labels = train[1]
-        inputs = {"x": shuffled_batches(train[0], keras.utils.to_categorical(train[1], n_classes),
-                                        batch, replicas, int(cfg.get("seed", 0)))}
-        steps = len(inputs["x"])
+        targets = keras.utils.to_categorical(train[1], n_classes)
+        if replicas > 1:  # the dataset reshuffles itself each epoch
+            inputs = {"x": full_batches(train[0], targets, batch, replicas,
+                                        int(cfg.get("seed", 0))), "shuffle": False}
+            steps = len(inputs["x"])
+        else:
+            inputs = {"x": train[0], "y": targets, "batch_size": batch, "shuffle": True}
+            steps = -(-len(train[0]) // batch)
     else:
         train.drop_remainder = replicas > 1
         inputs = {"x": train}
@@ -132,7 +137,7 @@ def fit(model, train, val: tuple[np.ndarray, np.ndarray], cfg: dict[str, Any],
     timer = epoch_timer()
     fitted = model.fit(
         **inputs,
-        validation_data=validation, validation_batch_size=batch,
+        validation_data=validation, validation_batch_size=batch if replicas > 1 else None,
         epochs=first_epoch + int(cfg["epochs"]), initial_epoch=first_epoch,
         class_weight=class_weights(train_labels, n_classes) if cfg.get("class_weights", True)
         else None,
@@ -160,19 +165,19 @@ def check_replica_batches(batch_size: int) -> int:
     return replicas
 
 
-def shuffled_batches(x: np.ndarray, y: np.ndarray, batch_size: int, replicas: int, seed: int):
-    """(x, y) as a dataset reshuffled every epoch from ``seed``. Under several replicas Keras 3
-    (TensorFlow 2.20) fails on a batch that does not split evenly across them (an AddN shape
-    error, or an empty replica batch in BatchNorm), so there only full batches are kept, a
-    different remainder left out each epoch (and `fit` pads validation with rows of weight 0,
-    which leave its accuracy exact)."""
+def full_batches(x: np.ndarray, y: np.ndarray, batch_size: int, replicas: int, seed: int):
+    """(x, y) for several replicas: a dataset reshuffled every epoch from ``seed`` that keeps
+    only full batches (a different remainder left out each epoch). Keras 3 (TensorFlow 2.20)
+    fails on a batch that does not split evenly across the replicas (an AddN shape error, or an
+    empty replica batch in BatchNorm); `fit` also pads validation with rows of weight 0, which
+    leave its accuracy exact. One device keeps Keras's own shuffled arrays."""
     import tensorflow as tf
 
-    if replicas > 1 and len(x) < batch_size:  # one batch, evenly divisible
+    if len(x) < batch_size:  # one batch, evenly divisible
         batch_size = max(replicas, len(x) - len(x) % replicas)
     data = tf.data.Dataset.from_tensor_slices((x, y))
     return data.shuffle(len(x), seed=seed, reshuffle_each_iteration=True) \
-        .batch(batch_size, drop_remainder=replicas > 1)
+        .batch(batch_size, drop_remainder=True)
 
 
 def padded_with_zero_weight(x: np.ndarray, y: np.ndarray, batch_size: int):
