@@ -69,6 +69,18 @@ def data_hash(data_path: str, lock_file: Path = Path("dvc.lock")) -> str:
     return "unknown"
 
 
+def start_named_run(tags: dict[str, str] | None = None):
+    """A new run, renamed after the DVC experiment when there is one. MLflow draws its default
+    run name from Python's global `random`, which Keras also draws seeds from during training:
+    the name is always drawn, then replaced, so `dvc repro` and `dvc exp run` train alike."""
+    import mlflow
+
+    run = mlflow.start_run(tags=tags)
+    if name := dvc_experiment():
+        mlflow.set_tag("mlflow.runName", name)
+    return run
+
+
 def dvc_experiment() -> str | None:
     """The name `dvc exp run` gave this experiment (DVC sets DVC_EXP_NAME for its stages), so
     the MLflow run and `dvc exp show` use the same one; None under plain `dvc repro`."""
@@ -116,7 +128,7 @@ def start_finetune_run(params: dict[str, Any]):
     import mlflow
 
     configure(params["mlflow"]["experiment"])
-    run = mlflow.start_run(run_name=dvc_experiment())
+    run = start_named_run()
     mlflow.log_params(flatten(params))
     mlflow.set_tags(run_tags(params))
     return run
@@ -145,8 +157,7 @@ def pipeline_run(params: dict[str, Any]):
             run = mlflow.start_run(run_id=run_id)
             mlflow.set_tag(TRAINED_TAG, "true")
             return run, True
-    run = mlflow.start_run(run_name=dvc_experiment(),
-                           tags={"finetune_run_id": run_id} if run_id else None)
+    run = start_named_run(tags={"finetune_run_id": run_id} if run_id else None)
     mlflow.log_params(flat)
     mlflow.set_tags({**run_tags(params), TRAINED_TAG: "true"})
     return run, False
