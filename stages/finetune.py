@@ -68,8 +68,6 @@ def train_on_devices(params, cfg, spec, splits, classes) -> None:
                               len(classes), clf.trunk, config.section(params, "augment"),
                               int(cfg["batch_size"]), int(cfg["seed"]),
                               float(cfg.get("mixup_alpha", 0.0)))
-    import mlflow
-
     from wastesort import tracking
 
     # the pipeline's MLflow run starts here: each epoch shows in the UI as it ends
@@ -87,8 +85,7 @@ def train_on_devices(params, cfg, spec, splits, classes) -> None:
                    "best_val_accuracy": round(result.best_val_accuracy, 6),
                    "epochs_run": result.epochs_run, "fine_tuned_top_kept": result.fine_tuned,
                    **speed}
-        mlflow.log_metrics({f"finetune_{k}": float(v) for k, v in summary.items()
-                            if k not in ("layers", "epochs_run")})
+        tracking.log_finetune_summary(summary)
         artifacts.write_json(tracking.FINETUNE_RUN_FILE, {"run_id": run.info.run_id})
     artifacts.write_json("metrics/finetune.json", summary)
     print(f"finetune: top {spec.fine_tune_layers} layers adapted, best val accuracy "

@@ -92,9 +92,9 @@ def train_and_log(params: dict, cfg: dict) -> None:
 def log_finetune_history(mlflow, path: Path) -> None:
     """The fine-tuning phase's epochs and summary, as `finetune_*` metrics of this run (as
     `finetune` logs them to the run it opens)."""
-    summary = artifacts.read_json("metrics/finetune.json")
-    mlflow.log_metrics({f"finetune_{k}": float(v) for k, v in summary.items()
-                        if k not in ("layers", "epochs_run") and isinstance(v, (int, float))})
+    from wastesort import tracking
+
+    tracking.log_finetune_summary(artifacts.read_json("metrics/finetune.json"))
     if not path.is_file():
         return
     with path.open() as fh:

@@ -21,7 +21,7 @@ LEARN = textwrap.dedent("""
     from pathlib import Path
     import numpy as np
     from wastesort import stage
-    tf = stage.load_tensorflow()[0]
+    tf = stage.load_tensorflow()
     import keras
     from wastesort import distribute, training
     placement = distribute.setup(tf, json.loads(sys.argv[1]))

@@ -30,7 +30,8 @@ def load_tensorflow(deterministic: bool = True):
     an NVIDIA driver is present but TensorFlow found no GPU, where they say why.
 
     ``deterministic``: TensorFlow's op determinism, so the same machine, data and seeds give
-    identical weights and metrics. Returns (tensorflow module, "CPU" or the GPUs' names)."""
+    identical weights and metrics. Returns the tensorflow module (training stages name their
+    device through ``training_placement``)."""
     quiet_tensorflow()
     sys.stderr.flush()
     saved = os.dup(2)
@@ -49,16 +50,14 @@ def load_tensorflow(deterministic: bool = True):
             sys.stderr.write(captured.read().decode(errors="replace"))
     if deterministic:
         tf.config.experimental.enable_op_determinism()
-    names = [tf.config.experimental.get_device_details(g).get("device_name", g.name)
-             for g in gpus]
-    return tf, (", ".join(names) if names else "CPU")
+    return tf
 
 
 def training_placement(name: str, params: dict, mixed_precision: bool = True):
     """For a training stage: TensorFlow loaded, the ``distribute`` section applied (strategy,
     and mixed precision unless ``mixed_precision`` is False; see ``wastesort.distribute``) and
     the device printed."""
-    tf = load_tensorflow()[0]
+    tf = load_tensorflow()
     from wastesort import distribute
 
     cfg = dict(params.get("distribute") or {})

@@ -125,13 +125,25 @@ def reopen_run():
 
 def start_finetune_run(params: dict[str, Any]):
     """The pipeline's run, opened by `finetune` with every param and the run tags."""
+    configure(params["mlflow"]["experiment"])
+    return open_run(params)
+
+
+def open_run(params: dict[str, Any], tags: dict[str, str] | None = None):
+    """A new run (see ``start_named_run``) with the run tags, ``tags`` and every param."""
     import mlflow
 
-    configure(params["mlflow"]["experiment"])
-    run = start_named_run()
+    run = start_named_run(tags={**run_tags(params), **(tags or {})})
     mlflow.log_params(flatten(params))
-    mlflow.set_tags(run_tags(params))
     return run
+
+
+def log_finetune_summary(summary: dict[str, Any]) -> None:
+    """metrics/finetune.json's numbers as ``finetune_*`` metrics of the active run."""
+    import mlflow
+
+    mlflow.log_metrics({f"finetune_{k}": float(v) for k, v in summary.items()
+                        if k not in ("layers", "epochs_run") and isinstance(v, (int, float))})
 
 
 def pipeline_run(params: dict[str, Any]):
@@ -144,7 +156,6 @@ def pipeline_run(params: dict[str, Any]):
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    flat = flatten(params)
     run_id = (json.loads(FINETUNE_RUN_FILE.read_text()).get("run_id")
               if FINETUNE_RUN_FILE.is_file() else None)
     if run_id:
@@ -153,14 +164,12 @@ def pipeline_run(params: dict[str, Any]):
         except MlflowException:
             opened = None
         if opened is not None and TRAINED_TAG not in opened.data.tags \
-                and opened.data.params == flat:
+                and opened.data.params == flatten(params):
             run = mlflow.start_run(run_id=run_id)
             mlflow.set_tag(TRAINED_TAG, "true")
             return run, True
-    run = start_named_run(tags={"finetune_run_id": run_id} if run_id else None)
-    mlflow.log_params(flat)
-    mlflow.set_tags({**run_tags(params), TRAINED_TAG: "true"})
-    return run, False
+    tags = {TRAINED_TAG: "true", **({"finetune_run_id": run_id} if run_id else {})}
+    return open_run(params, tags), False
 
 
 def live_epoch_metrics(prefix: str):
