@@ -41,11 +41,11 @@ class WasteSort:
         self.champion = load_champion(CFG, CHAMPION, self.bento_model)
         self.batcher = Batcher(self.champion.predict, CFG.max_batch_size)
         self.model_info = self.champion.info()
-        self.batcher(np.zeros((1, self.champion.image_size, self.champion.image_size, 3),
+        self.batcher(np.zeros((1, *self.champion.input_size, 3),
                               np.float32))  # warm the interpreter up before /readyz
 
     def answer(self, uploads: list[tuple[str, Path]]) -> list[dict[str, Any]]:
-        size = self.champion.image_size
+        size = self.champion.input_size
         batch = np.stack([load_upload(path.read_bytes(), CFG, size, field)
                           for field, path in uploads])
         return [describe(self.champion.labels, p, CFG, self.model_info)
@@ -86,7 +86,7 @@ class WasteSort:
     def about(self) -> dict[str, Any]:
         """The served model: registry name, version, alias, file format, labels, input size."""
         return {**self.model_info, "labels": self.champion.labels,
-                "image_size": self.champion.image_size,
+                "input_size": list(self.champion.input_size),
                 "test_accuracy": self.champion.metadata.get("test_accuracy")}
 
 

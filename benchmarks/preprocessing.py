@@ -39,7 +39,7 @@ def main() -> int:
     rows = [line.split(",") for line in Path("data/split/test.csv").read_text().splitlines()[1:]]
     cfg = ServeConfig.load()
     champion = load_champion(cfg)
-    size, labels = champion.image_size, champion.labels
+    size, labels = champion.input_size, champion.labels
     truth = np.array([labels.index(r[1]) for r in rows])
     big = []
     for r in rows:

@@ -125,7 +125,7 @@ def floor(repo: Path, photos: list[bytes], kind: str) -> dict[str, float]:
                               tflite_threads=os.cpu_count() or 1)
     champion = load_champion(cfg)
     t = time.perf_counter()
-    batches = [load_upload(p, cfg, champion.image_size)[None] for p in photos]
+    batches = [load_upload(p, cfg, champion.input_size)[None] for p in photos]
     prep = (time.perf_counter() - t) * 1000 / len(photos)
     for b in batches[:5]:
         champion.predict(b)

@@ -24,7 +24,7 @@ def main() -> None:
 
     predictor = Predictor.from_files(Path("models/model.keras"), Path("models/labels.json"),
                                      max_pixels)
-    labels, size, root = predictor.labels, predictor.image_size, config.data_root(params)
+    labels, size, root = predictor.labels, predictor.input_size, config.data_root(params)
     train = artifacts.read_manifest("data/split/train.csv").sort_values("path")
     n = min(int(cfg["representative_images"]), len(train))
     rng = np.random.default_rng(int(cfg["seed"]))
@@ -40,7 +40,7 @@ def main() -> None:
     blobs = {"float32": export.to_float32(predictor.model),
              "int8": export.to_int8(predictor.model, representative)}
     results, metrics = {}, {"keras_accuracy": round(keras_accuracy, 6), "n_test": len(test),
-                            "representative_images": n, "image_size": size}
+                            "representative_images": n, "input_size": list(size)}
     for kind, blob in blobs.items():
         path = OUT / export.FILES[kind]
         path.write_bytes(blob)

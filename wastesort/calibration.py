@@ -9,6 +9,8 @@ uncalibrated softmax exactly).
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 from scipy.optimize import minimize_scalar
@@ -99,3 +101,15 @@ def abstention(probabilities: np.ndarray, y: np.ndarray, min_confidence: float) 
             else None,
             "accuracy_uncertain": round(float(correct[~answered].mean()), 6)
             if (~answered).any() else None}
+
+
+def fit_and_report(logits: np.ndarray, y: np.ndarray, enabled: bool = True) -> dict[str, Any]:
+    """Temperature scaling fitted on (validation) ``logits``: T (1 when not ``enabled``), and
+    NLL and ECE before and after."""
+    t = fit_temperature(logits, y) if enabled else 1.0
+    before, after = softmax(logits, axis=1), softmax(logits / t, axis=1)
+    return {"temperature": round(t, 6), "n": int(len(y)),
+            "val_nll_before": round(nll(logits, y), 6),
+            "val_nll_after": round(nll(logits, y, t), 6),
+            "val_ece_before": round(expected_calibration_error(before, y), 6),
+            "val_ece_after": round(expected_calibration_error(after, y), 6)}

@@ -46,7 +46,7 @@ def predict(args: argparse.Namespace) -> int:
     show_bar = len(files) > 1 and not args.json
     for path in tqdm(files, desc="classifying", unit="img", disable=not show_bar, file=sys.stderr):
         try:
-            batch = load_upload(path.read_bytes(), cfg, champion.image_size)[None]
+            batch = load_upload(path.read_bytes(), cfg, champion.input_size)[None]
         except ImageRejected as exc:
             rows.append({"path": str(path), "error": exc.reason})
             continue

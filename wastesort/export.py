@@ -1,6 +1,6 @@
 """Export the evaluated Keras model as TFLite: float32, and full-integer int8 for edge devices.
 
-Both files take a batch of ``image_size`` x ``image_size`` RGB images in [0, 255] (what
+Both files take a batch of height x width (``predict.input_size``) RGB images in [0, 255] (what
 ``preprocess.load_for_model`` returns) and give class probabilities in ``labels.json`` order.
 The float32 file takes float32 pixels; the int8 file takes uint8 pixels (input scale 1, zero
 point 0) and returns uint8 probabilities (multiply by the output scale, 1/256). Parity with
@@ -24,8 +24,9 @@ def fixed_size(keras_model):
     """The model from its resized input on: a fixed input shape for the converter."""
     import keras
 
-    size = int(keras_model.get_layer("resize").height)
-    inputs = keras.Input((size, size, 3), name="image")
+    from wastesort.predict import input_size
+
+    inputs = keras.Input((*input_size(keras_model), 3), name="image")
     return keras.Model(inputs, keras_model(inputs, training=False))
 
 

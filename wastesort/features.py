@@ -18,9 +18,10 @@ from wastesort import images, preprocess
 from wastesort.augmentation import apply_plan
 
 
-def load_resized(root: Path, paths: list[str], size: int, max_pixels: int) -> np.ndarray:
+def load_resized(root: Path, paths: list[str], size: preprocess.Size, max_pixels: int
+                 ) -> np.ndarray:
     """Files as the model's input batch, through the one preprocessing path (``preprocess``)."""
-    batch = np.empty((len(paths), size, size, 3), np.float32)
+    batch = np.empty((len(paths), *preprocess.hw(size), 3), np.float32)
     for i, rel in enumerate(paths):
         try:
             batch[i] = preprocess.load_for_model((root / rel).read_bytes(), max_pixels, size)

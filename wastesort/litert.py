@@ -21,7 +21,7 @@ class LiteModel:
         self._input, self._output = inp["index"], out["index"]
         self.input_dtype, self.input_quantization = np.dtype(inp["dtype"]), inp["quantization"]
         self.output_dtype, self.output_quantization = np.dtype(out["dtype"]), out["quantization"]
-        self.image_size = int(inp["shape"][1])
+        self.input_size = (int(inp["shape"][1]), int(inp["shape"][2]))  # height, width
         self.n_outputs = int(out["shape"][-1])
         self._batch = 0
         self._lock = threading.Lock()
@@ -41,7 +41,7 @@ class LiteModel:
         return (out.astype(np.float32) - np.float32(zero)) * np.float32(scale)
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        """Probabilities for a batch of size x size x 3 images in [0, 255]; thread-safe."""
+        """Probabilities for a batch of height x width x 3 images in [0, 255]; thread-safe."""
         if len(batch) == 0:
             return np.zeros((0, self.n_outputs), np.float32)
         data = self.quantize(batch)

@@ -2,7 +2,7 @@
 
 Decoding and resizing go through ``preprocess.load_for_model`` (the same function as the
 service and the CLI), and the forward pass through one compiled ``tf.function`` over
-224 px batches, several times faster than ``model.predict`` on a handful of images. (The
+batches at the model's input size, several times faster than ``model.predict`` on a handful of images. (The
 service and CLI run its TFLite export under LiteRT, see ``export`` and ``serving``.)
 """
 from __future__ import annotations
@@ -18,6 +18,18 @@ from wastesort.config import ConfigError
 from wastesort.preprocess import load_for_model
 
 
+def input_size(model) -> tuple[int, int]:
+    """The (height, width) the model's input is resized to: its largest ``Resizing`` layer
+    (224 x 224; the native view's when the model has one)."""
+    import keras
+
+    sizes = [(int(layer.height), int(layer.width)) for layer in model.layers
+             if isinstance(layer, keras.layers.Resizing)]
+    if not sizes:
+        raise ConfigError(f"model {model.name!r} has no Resizing layer")
+    return max(sizes, key=lambda hw: hw[0] * hw[1])
+
+
 class Predictor:
     def __init__(self, model, labels: Sequence[str], max_pixels: int, batch_size: int = 32):
         import tensorflow as tf
@@ -26,12 +38,11 @@ class Predictor:
         self.labels = list(labels)
         self.max_pixels = max_pixels
         self.batch_size = batch_size
-        resize = model.get_layer("resize")
-        self.image_size = int(resize.height)
+        self.input_size = input_size(model)
         n_out = int(model.output.shape[-1])
         if n_out != len(self.labels):
             raise ConfigError(f"model has {n_out} outputs but {len(self.labels)} labels")
-        spec = tf.TensorSpec((None, self.image_size, self.image_size, 3), tf.float32)
+        spec = tf.TensorSpec((None, *self.input_size, 3), tf.float32)
         self._forward = tf.function(lambda x: model(x, training=False), input_signature=[spec],
                                     reduce_retracing=True)
 
@@ -52,7 +63,7 @@ class Predictor:
         return np.concatenate(out) if out else np.zeros((0, len(self.labels)), np.float32)
 
     def load(self, data: bytes) -> np.ndarray:
-        return load_for_model(data, self.max_pixels, self.image_size)
+        return load_for_model(data, self.max_pixels, self.input_size)
 
     def predict_paths(self, paths: Iterable[Path], progress: str | None = None) -> np.ndarray:
         from tqdm import tqdm

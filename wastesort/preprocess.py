@@ -25,14 +25,23 @@ def _axis(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return lower, upper, (x - floor).astype(np.float32)
 
 
-def resize(image: np.ndarray, size: int) -> np.ndarray:
-    """An HxWx3 image (any dtype) as a size x size x 3 float32 array in [0, 255], computed as
-    the model's ``Resizing`` layer computes it."""
+Size = int | tuple[int, int]
+
+
+def hw(size: Size) -> tuple[int, int]:
+    """An input size as (height, width): a whole number is a square."""
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def resize(image: np.ndarray, size: Size) -> np.ndarray:
+    """An HxWx3 image (any dtype) as a height x width x 3 float32 array in [0, 255] (``size``:
+    a side, or (height, width)), computed as the model's ``Resizing`` layer computes it."""
     h, w = image.shape[:2]
-    if (h, w) == (size, size):
+    out_h, out_w = hw(size)
+    if (h, w) == (out_h, out_w):
         return image.astype(np.float32, copy=True)
-    top_i, bottom_i, y_lerp = _axis(h, size)
-    left_i, right_i, x_lerp = _axis(w, size)
+    top_i, bottom_i, y_lerp = _axis(h, out_h)
+    left_i, right_i, x_lerp = _axis(w, out_w)
     channels = image.shape[2]
     # gather whole rows, then (row, x*channel) columns, in the source dtype; then the same
     # float32 lerps as TensorFlow, in place
@@ -40,8 +49,8 @@ def resize(image: np.ndarray, size: int) -> np.ndarray:
     left = (left_i[:, None] * channels + cols).ravel()
     right = (right_i[:, None] * channels + cols).ravel()
     x_lerp = np.repeat(x_lerp, channels)
-    rows_top = image[top_i].reshape(size, w * channels)
-    rows_bottom = image[bottom_i].reshape(size, w * channels)
+    rows_top = image[top_i].reshape(out_h, w * channels)
+    rows_bottom = image[bottom_i].reshape(out_h, w * channels)
     top = np.take(rows_top, left, axis=1).astype(np.float32)
     bottom = np.take(rows_bottom, left, axis=1).astype(np.float32)
     top += (np.take(rows_top, right, axis=1) - top) * x_lerp
@@ -49,17 +58,17 @@ def resize(image: np.ndarray, size: int) -> np.ndarray:
     bottom -= top
     bottom *= y_lerp[:, None]
     top += bottom
-    return top.reshape(size, size, channels)
+    return top.reshape(out_h, out_w, channels)
 
 
-def load_for_model(data: bytes, max_pixels: int, size: int) -> np.ndarray:
-    """Image bytes -> the model's float32 input (size x size x 3, [0, 255]); raises
+def load_for_model(data: bytes, max_pixels: int, size: Size) -> np.ndarray:
+    """Image bytes -> the model's float32 input (height x width x 3, [0, 255]); raises
     ``images.ImageRejected`` with the reason, as ``images.decode`` does."""
-    return resize(images.decode(data, max_pixels, draft_to=size).array(), size)
+    return resize(images.decode(data, max_pixels, draft_to=min(hw(size))).array(), size)
 
 
-def resize_batch(arrays: list[np.ndarray], size: int) -> np.ndarray:
+def resize_batch(arrays: list[np.ndarray], size: Size) -> np.ndarray:
     """Several decoded images (sizes may differ) as one float32 batch."""
     if not arrays:
-        return np.zeros((0, size, size, 3), np.float32)
+        return np.zeros((0, *hw(size), 3), np.float32)
     return np.stack([resize(a, size) for a in arrays])

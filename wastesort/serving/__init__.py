@@ -64,7 +64,8 @@ class ServeConfig:
         return self.streams.get(label, self.default_stream)
 
 
-def load_upload(data: bytes, cfg: ServeConfig, size: int, field: str = "") -> np.ndarray:
+def load_upload(data: bytes, cfg: ServeConfig, size: preprocess.Size, field: str = ""
+                ) -> np.ndarray:
     """One upload as the model's input, or ``ImageRejected`` with a reason naming the field."""
     prefix = f"{field}: " if field else ""
     if len(data) > cfg.max_upload_bytes:

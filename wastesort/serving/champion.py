@@ -112,8 +112,9 @@ class Champion:
     metadata: dict[str, Any]
 
     @property
-    def image_size(self) -> int:
-        return self.model.image_size
+    def input_size(self) -> tuple[int, int]:
+        """(height, width) of the model's input."""
+        return self.model.input_size
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         return self.model.predict(batch)

@@ -47,7 +47,7 @@ def score(model_file: Path | bytes, labels: list[str], root: Path, test: pd.Data
 
     content = model_file if isinstance(model_file, bytes) else Path(model_file).read_bytes()
     model = LiteModel(content)
-    x = np.stack([load_for_model((root / p).read_bytes(), max_pixels, model.image_size)
+    x = np.stack([load_for_model((root / p).read_bytes(), max_pixels, model.input_size)
                   for p in test["path"]])
     predicted = model.predict_in_chunks(x).argmax(axis=1)
     truth = np.array([labels.index(label) for label in test["label"]])
