@@ -27,6 +27,21 @@ def test_fit_folds_the_standardised_regression_into_one_kernel():
     assert np.mean(native_view.logits(x, kernel, bias).argmax(1) == y) > 0.9
 
 
+def test_two_classes_give_two_logits_with_the_regressions_odds():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(3)
+    y = np.repeat(np.arange(2), 30)
+    x = rng.normal(size=(60, 5)) + y[:, None] * 2.0
+    kernel, bias = native_view.fit(x, y, 2, c=1.0)
+    assert kernel.shape == (5, 2) and bias.shape == (2,)
+    reference = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=5000)).fit(x, y)
+    np.testing.assert_allclose(softmax(native_view.logits(x, kernel, bias), axis=1),
+                               reference.predict_proba(x), atol=1e-5)
+
+
 def test_fit_names_a_class_without_train_images():
     with pytest.raises(ConfigError, match=r"classes \[2\] have no train image"):
         native_view.fit(np.zeros((4, 3)), np.array([0, 1, 0, 1]), 3, c=1.0)

@@ -108,9 +108,13 @@ def fit(features: np.ndarray, y: np.ndarray, n_classes: int, c: float
         raise ConfigError(f"native_view: classes {missing} have no train image")
     scaler = StandardScaler().fit(features)
     lr = LogisticRegression(C=c, max_iter=5000).fit(scaler.transform(features), y)
-    coef = lr.coef_ / scaler.scale_  # (n_classes, d)
+    coef, intercept = lr.coef_, lr.intercept_
+    if n_classes == 2:  # one logit z for class 1: softmax([-z/2, z/2]) gives the same odds
+        coef, intercept = np.concatenate([-coef, coef]) / 2, np.concatenate([-intercept,
+                                                                              intercept]) / 2
+    coef = coef / scaler.scale_  # (n_classes, d)
     kernel = coef.T.astype(np.float32)
-    bias = (lr.intercept_ - coef @ scaler.mean_).astype(np.float32)
+    bias = (intercept - coef @ scaler.mean_).astype(np.float32)
     return kernel, bias
 
 
