@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.special import softmax
 from sklearn.utils.class_weight import compute_class_weight
 
 from wastesort import calibration
@@ -265,12 +264,6 @@ def calibrate_head(head, features: np.ndarray, y: np.ndarray, enabled: bool = Tr
                    ) -> dict[str, Any]:
     """Temperature scaling fitted on (validation) ``features``, folded into the head's last
     layer; NLL and ECE on them before and after. ``enabled`` False records T = 1."""
-    logits = head_logits(head, features)
-    t = calibration.fit_temperature(logits, y) if enabled else 1.0
-    fold_temperature(head, t)
-    before, after = softmax(logits, axis=1), softmax(logits / t, axis=1)
-    return {"temperature": round(t, 6), "n": int(len(y)),
-            "val_nll_before": round(calibration.nll(logits, y), 6),
-            "val_nll_after": round(calibration.nll(logits, y, t), 6),
-            "val_ece_before": round(calibration.expected_calibration_error(before, y), 6),
-            "val_ece_after": round(calibration.expected_calibration_error(after, y), 6)}
+    report = calibration.fit_and_report(head_logits(head, features), y, enabled)
+    fold_temperature(head, report["temperature"])
+    return report
