@@ -39,6 +39,10 @@ def fit_view(params: dict, spec) -> None:
 
     weights = BackboneSpec.from_params(config.section(params, "backbone"),
                                        config.section(params, "finetune")).weights
+    if weights is None:
+        raise config.ConfigError("a frozen view needs trained weights, but "
+                                 "backbone.weights is none; set native_view.height and width "
+                                 "to 0 to turn the view off")
     root = config.data_root(params)
     max_pixels = int(config.section(params, "validate")["max_pixels"])
     split = {name: artifacts.read_manifest(f"data/split/{name}.csv") for name in ("train", "val")}

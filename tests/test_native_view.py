@@ -115,3 +115,47 @@ def test_non_square_resize_matches_keras():
     theirs = keras.layers.Resizing(48, 40)(image[None].astype(np.float32)).numpy()[0]
     assert ours.shape == (48, 40, 3)
     np.testing.assert_allclose(ours, theirs, atol=1e-3)
+
+
+def run_stage(work, params, monkeypatch):
+    import runpy
+    from pathlib import Path
+
+    import yaml
+
+    repo = Path(__file__).resolve().parents[1]
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(work)
+    runpy.run_path(str(repo / "stages" / "native_view.py"), run_name="__main__")
+
+
+def repo_params():
+    from pathlib import Path
+
+    import yaml
+
+    return yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+
+
+def test_stage_off_records_it_and_keeps_no_stale_branch(tmp_path, monkeypatch):
+    import json
+
+    params = repo_params()
+    params["native_view"].update(height=0, width=0)
+    (tmp_path / "data/native_view").mkdir(parents=True)
+    (tmp_path / "data/native_view/branch.npz").write_bytes(b"stale")
+    run_stage(tmp_path, params, monkeypatch)
+    assert json.loads((tmp_path / "metrics/native_view.json").read_text()) == {"enabled": False}
+    assert not list((tmp_path / "data/native_view").glob("*.npz"))
+
+
+def test_stage_refuses_a_random_backbone_in_one_line(tmp_path, monkeypatch, capsys):
+    params = repo_params()
+    params["backbone"]["weights"] = "none"
+    with pytest.raises(SystemExit) as exit_info:
+        run_stage(tmp_path, params, monkeypatch)
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("native_view: error: a frozen view needs trained "
+                              "weights, but backbone.weights is none")
