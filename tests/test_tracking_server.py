@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 def team_repo(team_server, tmp_path_factory):
     """A fresh clone's first `dvc repro` with MLFLOW_TRACKING_URI naming the team server."""
     url, _ = team_server
-    repo = make_pipeline_repo(tmp_path_factory.mktemp("team") / "repo")
+    repo = make_pipeline_repo(tmp_path_factory.mktemp("team") / "repo", native_view=False)
     out = run(["dvc", "repro"], repo, env=repo_env(repo, MLFLOW_TRACKING_URI=url)).stdout
     assert "Running stage 'register'" in out
     assert not (repo / "mlflow.db").exists()  # nothing tracked beside the clone

@@ -9,8 +9,8 @@ softmax, whose temperature ``train`` fits on val. The regression is folded into 
 its standardisation included, so the saved, exported and served model stays one Keras graph:
 raw pixels in (resized to height x width by ``preprocess``), probabilities out.
 
-The two views err on different photos: on TrashNet's splits the sum scored 1-4 points above
-the fine-tuned model alone, for about five times its compute per image (BENCHMARKS.md).
+The two views err on different photos: on TrashNet's splits the sum scored 0.7-3.6 points
+above the fine-tuned model alone, for about five times its compute per image (BENCHMARKS.md).
 """
 from __future__ import annotations
 
