@@ -194,15 +194,21 @@ def set_fine_tuning(classifier: Classifier, enabled: bool) -> None:
         layer.trainable = enabled and not isinstance(layer, keras.layers.BatchNormalization)
 
 
-def head_logits(head: keras.Model, features: np.ndarray) -> np.ndarray:
-    """The head's logits (its last Dense layer before the softmax), in inference mode."""
+def head_hidden(head: keras.Model, x):
+    """The head's shared layers called anew on ``x``, up to (not including) its last Dense."""
     last = head.get_layer("probabilities")
-    inp = x = keras.Input(shape=tuple(head.input.shape[1:]))
-    for layer in head.layers:  # the shared layers, called anew up to the last one
+    for layer in head.layers:
         if not isinstance(layer, keras.layers.InputLayer) and layer is not last:
             x = layer(x)
-    h = np.asarray(keras.Model(inp, x).predict(features, batch_size=256, verbose=0), np.float64)
-    kernel, bias = last.get_weights()
+    return x
+
+
+def head_logits(head: keras.Model, features: np.ndarray) -> np.ndarray:
+    """The head's logits (its last Dense layer before the softmax), in inference mode."""
+    inp = keras.Input(shape=tuple(head.input.shape[1:]))
+    h = np.asarray(keras.Model(inp, head_hidden(head, inp)).predict(features, batch_size=256,
+                                                                    verbose=0), np.float64)
+    kernel, bias = head.get_layer("probabilities").get_weights()
     return h @ kernel + bias
 
 

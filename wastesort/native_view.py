@@ -136,18 +136,15 @@ def combined_model(fine_tuned, head, n_classes: int, spec: NativeViewSpec, weigh
     native = keras.layers.Resizing(*spec.size, name="resize_native")(image)
     native = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="scale_native")(native)
     pooled_native = backbone(spec, weights)(native)
-    pooled = fine_tuned_pooled(fine_tuned, image)
-    last = head.get_layer("probabilities")
-    x = pooled
-    for layer in head.layers:
-        if not isinstance(layer, keras.layers.InputLayer) and layer is not last:
-            x = layer(x)
+    from wastesort.model import head_hidden
+
+    x = head_hidden(head, fine_tuned_pooled(fine_tuned, image))
     logits_a = keras.layers.Dense(n_classes, name="logits_fine_tuned")(x)
     logits_b = keras.layers.Dense(n_classes, name="logits_native")(pooled_native)
     total = keras.layers.Add(name="logits")([logits_a, logits_b])
     out = keras.layers.Activation("softmax", name="ensemble_probabilities", dtype="float32")(total)
     model = keras.Model(image, out, name="wastesort_two_view_classifier")
-    kernel_a, bias_a = last.get_weights()
+    kernel_a, bias_a = head.get_layer("probabilities").get_weights()
     model.get_layer("logits_fine_tuned").set_weights([kernel_a / temperature,
                                                       bias_a / temperature])
     scale = spec.weight / temperature

@@ -2,8 +2,9 @@
 
 Decoding and resizing go through ``preprocess.load_for_model`` (the same function as the
 service and the CLI), and the forward pass through one compiled ``tf.function`` over
-batches at the model's input size, several times faster than ``model.predict`` on a handful of images. (The
-service and CLI run its TFLite export under LiteRT, see ``export`` and ``serving``.)
+batches at the model's input size, several times faster than ``model.predict`` on a handful
+of images. (The service and CLI run its TFLite export under LiteRT, see ``export`` and
+``serving``.)
 """
 from __future__ import annotations
 
