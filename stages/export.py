@@ -7,6 +7,7 @@ import numpy as np
 from wastesort import artifacts, config, stage
 
 OUT = Path("export")
+PREDICTIONS = Path("metrics/test_predictions.csv")
 
 
 def main() -> None:
@@ -33,8 +34,8 @@ def main() -> None:
     test = artifacts.read_manifest("data/split/test.csv")
     x_test = load_resized(root, test["path"].tolist(), size, max_pixels)
     truth = np.array([labels.index(label) for label in test["label"]])
-    reference = predictor.predict_batch(x_test)
-    keras_accuracy = float(np.mean(reference.argmax(axis=1) == truth))
+    reference = keras_answers(test["path"].tolist(), labels)
+    keras_accuracy = float(np.mean(reference == truth))
 
     OUT.mkdir(exist_ok=True)
     blobs = {"float32": export.to_float32(predictor.model),
@@ -66,6 +67,18 @@ def main() -> None:
         mlflow.log_dict(metrics, "metrics/export.json")
     if problems:
         raise stage.StageFailed("; ".join(problems))
+
+
+def keras_answers(paths: list[str], labels: list[str]) -> np.ndarray:
+    """The Keras model's top-1 class index for each test path, as `evaluate` recorded it in
+    metrics/test_predictions.csv (the same model, files and preprocessing: no second pass)."""
+    answers = artifacts.read_manifest(PREDICTIONS, ("path", "predicted"))
+    by_path = dict(zip(answers["path"], answers["predicted"]))
+    missing = [p for p in paths if p not in by_path]
+    if missing:
+        raise config.ConfigError(f"{PREDICTIONS}: no answer for {missing[0]} (and "
+                                 f"{len(missing) - 1} more); run `dvc repro evaluate`")
+    return np.array([labels.index(by_path[p]) for p in paths])
 
 
 if __name__ == "__main__":

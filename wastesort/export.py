@@ -86,8 +86,9 @@ class Parity:
 
 
 def parity(reference: np.ndarray, probabilities: np.ndarray, truth: np.ndarray) -> Parity:
+    """``reference``: the Keras model's top-1 class index per image; ``truth``: the labels'."""
     predicted = probabilities.argmax(axis=1)
-    return Parity(float(np.mean(predicted == reference.argmax(axis=1))),
+    return Parity(float(np.mean(predicted == reference)),
                   float(np.mean(predicted == truth)))
 
 
