@@ -33,16 +33,23 @@ def sh(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, float, str]
 
 
 def cpu_model() -> str:
-    """The CPU's model name as lscpu prints it (timings mean little without it)."""
+    """The CPU as lscpu names it, with its family, model and widest vector ISA, and what
+    TensorFlow was told about oneDNN (it changes training speed 3-4 times: benchmarks/onednn.py):
+    timings mean little without them."""
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
     except (OSError, subprocess.SubprocessError):
         out = ""
-    names = [line.split(":", 1)[1].strip() for line in out.splitlines()
-             if line.startswith("Model name:")]
-    flags = next((line for line in out.splitlines() if line.startswith("Flags:")), "")
+    info = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in out.splitlines())}
+    flags = info.get("Flags", "").split()
     isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
-    return f"{names[0] if names else platform.processor() or 'unknown'} ({isa})"
+    if os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "0":
+        isa += ", oneDNN off"
+    elif os.environ.get("ONEDNN_MAX_CPU_ISA"):
+        isa += f", oneDNN capped at {os.environ['ONEDNN_MAX_CPU_ISA']}"
+    name = info.get("Model name") or platform.processor() or "unknown"
+    return (f"{name} (family {info.get('CPU family', '?')}, model {info.get('Model', '?')}; "
+            f"{isa})")
 
 
 def main() -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -22,8 +23,8 @@ RESULTS = REPO / "benchmarks/results"
 START, END = "<!-- seeds:start -->", "<!-- seeds:end -->"
 
 
-def run_seed(seed: int, data: str, extra: list[str]) -> dict:
-    out = RESULTS / "seeds" / f"seed_{seed}.json"
+def run_seed(seed: int, data: str, extra: list[str], results: Path = RESULTS) -> dict:
+    out = results / "seeds" / f"seed_{seed}.json"
     cmd = [sys.executable, str(REPO / "benchmarks/pipeline.py"), "--data", data, "--no-rerun",
            "--set", f"split.seed={seed}", "--out", str(out), *extra]
     print(f"\n##### seed {seed}: {' '.join(cmd)}", flush=True)
@@ -101,20 +102,26 @@ def main() -> int:
                     help="take that seed's result from an earlier `benchmarks/pipeline.py` run "
                          "of the same commit (for example the one `.ci/run` writes) instead of "
                          "running it again")
+    ap.add_argument("--results", type=Path, default=RESULTS,
+                    help="folder for seeds.json and seeds/seed_N.json (default: %(default)s)")
     ap.add_argument("--update-benchmarks", action="store_true",
                     help="write the table into BENCHMARKS.md")
     args = ap.parse_args()
     extra = [x for item in args.set for x in ("--set", item)]
     reused = {int(k): Path(v) for k, _, v in (item.partition("=") for item in args.reuse)}
     runs = [{"seed": seed, "reused": str(reused[seed]), **json.loads(reused[seed].read_text())}
-            if seed in reused else run_seed(seed, args.data, extra) for seed in args.seeds]
+            if seed in reused else run_seed(seed, args.data, extra, args.results)
+            for seed in args.seeds]
     summary = summarise(runs)
-    command = ("uv run python benchmarks/seeds.py --data " + args.data + " --seeds "
+    env = "".join(f"{k}={os.environ[k]} " for k in ("TF_ENABLE_ONEDNN_OPTS", "ONEDNN_MAX_CPU_ISA")
+                  if k in os.environ)
+    command = (env + "uv run python benchmarks/seeds.py --data " + args.data + " --seeds "
                + " ".join(map(str, args.seeds)) + "".join(f" --set {s}" for s in args.set)
-               + "".join(f" --reuse {r}" for r in args.reuse))
+               + "".join(f" --reuse {r}" for r in args.reuse)
+               + (f" --results {args.results}" if args.results != RESULTS else ""))
     table = markdown(runs, summary, command)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "seeds.json").write_text(json.dumps({"command": command, "runs": runs,
+    args.results.mkdir(parents=True, exist_ok=True)
+    (args.results / "seeds.json").write_text(json.dumps({"command": command, "runs": runs,
                                                     "summary": summary}, indent=2) + "\n")
     print("\n" + table)
     if args.update_benchmarks:

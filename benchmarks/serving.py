@@ -25,19 +25,14 @@ import numpy as np
 import requests
 from PIL import Image
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pipeline import cpu_model  # noqa: E402
+
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def cpu_model() -> str:
-    out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    info = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in out.splitlines())}
-    flags = info.get("Flags", "").split()
-    return (f"{info.get('Model name', 'unknown')} (family {info.get('CPU family', '?')}, model "
-            f"{info.get('Model', '?')}, {'AVX-512' if 'avx512f' in flags else 'AVX2, no AVX-512'})")
 
 
 def start(cmd: list[str], repo: Path, ready_url: str, **env: str

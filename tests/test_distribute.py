@@ -91,3 +91,19 @@ def test_pipeline_fine_tunes_and_trains_mirrored(pipeline_repo, tmp_path):
     evaluated = json.loads((repo / "metrics/evaluate.json").read_text())
     assert evaluated["n_test"] == json.loads(
         (pipeline_repo / "metrics/evaluate.json").read_text())["n_test"]
+
+
+ONEDNN = ("import os, wastesort; from wastesort import stage; stage.load_tensorflow(); "
+          "from tensorflow.python.util import _pywrap_util_port as port; "
+          "print(os.environ['TF_ENABLE_ONEDNN_OPTS'], port.IsMklEnabled())")
+
+
+@pytest.mark.parametrize("given, expected", [(None, "1 True"), ("0", "0 False")])
+def test_onednn_kernels_are_on_unless_the_environment_says_otherwise(given, expected, tmp_path):
+    # TensorFlow leaves oneDNN off on AVX2-only CPUs (half the training speed there); importing
+    # wastesort turns it on before TensorFlow loads, and an explicit setting is kept.
+    env = {k: v for k, v in tool_env().items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    if given is not None:
+        env["TF_ENABLE_ONEDNN_OPTS"] = given
+    out = run([sys.executable, "-c", ONEDNN], cwd=tmp_path, env=env).stdout.split()
+    assert " ".join(out[-2:]) == expected
