@@ -100,8 +100,8 @@ ONEDNN = ("import os, wastesort; from wastesort import stage; stage.load_tensorf
 
 @pytest.mark.parametrize("given, expected", [(None, "1 True"), ("0", "0 False")])
 def test_onednn_kernels_are_on_unless_the_environment_says_otherwise(given, expected, tmp_path):
-    # TensorFlow leaves oneDNN off on AVX2-only CPUs (a third of the training speed there); importing
-    # wastesort turns it on before TensorFlow loads, and an explicit setting is kept.
+    # TensorFlow leaves oneDNN off on AVX2-only CPUs (a third of the training speed there);
+    # importing wastesort turns it on before TensorFlow loads, and an explicit setting is kept.
     env = {k: v for k, v in tool_env().items() if k != "TF_ENABLE_ONEDNN_OPTS"}
     if given is not None:
         env["TF_ENABLE_ONEDNN_OPTS"] = given
