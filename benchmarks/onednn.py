@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pipeline import cpu_model  # noqa: E402
+from pipeline import ONEDNN_VARS, cpu_model  # noqa: E402
 
 CONFIGS = {
     "oneDNN, every ISA the CPU has": {"TF_ENABLE_ONEDNN_OPTS": "1"},
@@ -42,10 +42,11 @@ def measure(batches: int) -> dict[str, float]:
     import numpy as np
 
     from wastesort import stage
-    from wastesort.model import BackboneSpec, build_classifier, set_fine_tuning
 
-    stage.load_tensorflow()
+    stage.load_tensorflow()  # before wastesort.model imports Keras, as the stages do
     import keras
+
+    from wastesort.model import BackboneSpec, build_classifier, set_fine_tuning
 
     classifier = build_classifier(6, BackboneSpec(224, None, fine_tune_layers=153), seed=0)
     set_fine_tuning(classifier, True)
@@ -81,8 +82,7 @@ def main() -> int:
     if args.worker:
         print(json.dumps(measure(args.batches)))
         return 0
-    base = {k: v for k, v in os.environ.items()
-            if k not in ("TF_ENABLE_ONEDNN_OPTS", "ONEDNN_MAX_CPU_ISA")}
+    base = {k: v for k, v in os.environ.items() if k not in ONEDNN_VARS}
     base.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     rows = []
     for name, extra in CONFIGS.items():

@@ -20,6 +20,8 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+#: The variables that choose TensorFlow's CPU kernels (benchmarks/onednn.py); a result names them.
+ONEDNN_VARS = ("TF_ENABLE_ONEDNN_OPTS", "ONEDNN_MAX_CPU_ISA")
 
 
 def sh(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, float, str]:

@@ -18,6 +18,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from pipeline import ONEDNN_VARS
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks/results"
 START, END = "<!-- seeds:start -->", "<!-- seeds:end -->"
@@ -113,8 +115,7 @@ def main() -> int:
             if seed in reused else run_seed(seed, args.data, extra, args.results)
             for seed in args.seeds]
     summary = summarise(runs)
-    env = "".join(f"{k}={os.environ[k]} " for k in ("TF_ENABLE_ONEDNN_OPTS", "ONEDNN_MAX_CPU_ISA")
-                  if k in os.environ)
+    env = "".join(f"{k}={os.environ[k]} " for k in ONEDNN_VARS if k in os.environ)
     command = (env + "uv run python benchmarks/seeds.py --data " + args.data + " --seeds "
                + " ".join(map(str, args.seeds)) + "".join(f" --set {s}" for s in args.set)
                + "".join(f" --reuse {r}" for r in args.reuse)
