@@ -20,7 +20,8 @@ def main() -> None:
     params = config.load_params()
     placement = stage.training_placement("finetune", params)
     cfg = config.section(params, "finetune")
-    from wastesort import features, training
+    from wastesort import features
+    from wastesort.training import fitting
     from wastesort.model import BackboneSpec
 
     spec = BackboneSpec.from_params(config.section(params, "backbone"), cfg)
@@ -35,7 +36,7 @@ def main() -> None:
         artifacts.write_json("metrics/finetune.json", {"layers": 0, "fine_tuned_top_kept": False})
         print("finetune: finetune.layers = 0, features passed through")
         return
-    classes = training.class_order(config.configured_classes(params), splits["train"]["labels"])
+    classes = fitting.class_order(config.configured_classes(params), splits["train"]["labels"])
     with placement.strategy.scope():  # the model's variables live on the strategy's devices
         train_on_devices(params, cfg, spec, splits, classes)
 
@@ -43,7 +44,8 @@ def main() -> None:
 def train_on_devices(params, cfg, spec, splits, classes) -> None:
     """The warm-up head and the fine-tuning phase, tracked live in the pipeline's MLflow run;
     the adapted layers, the head and every split's pooled features saved."""
-    from wastesort import features, training
+    from wastesort import features
+    from wastesort.training import fitting
     from wastesort.augmentation import FreshVariants
     from wastesort.model import build_classifier, top_backbone
 
@@ -51,7 +53,7 @@ def train_on_devices(params, cfg, spec, splits, classes) -> None:
                            float(cfg["head_dropout"]), seed=int(cfg["seed"]))
     # uint8 resized images (finetune.layers: all) stay uint8 in memory; Keras casts per batch
     xy = {n: (d["features"] if d["features"].dtype == np.uint8 else
-              d["features"].astype("float32"), training.encode_labels(d["labels"], classes, n))
+              d["features"].astype("float32"), fitting.encode_labels(d["labels"], classes, n))
           for n, d in splits.items()}
     # the warm-up head: plain Adam at head_lr (the schedule and averaging are for the layers)
     head_cfg = {**cfg, "lr": cfg["head_lr"], "epochs": cfg["head_epochs"],
@@ -63,7 +65,7 @@ def train_on_devices(params, cfg, spec, splits, classes) -> None:
                                        spec.image_size,
                                        int(config.section(params, "validate")["max_pixels"]))
         fresh = FreshVariants(np.clip(np.round(images), 0, 255).astype(np.uint8),
-                              training.encode_labels(originals["label"].to_numpy(), classes,
+                              fitting.encode_labels(originals["label"].to_numpy(), classes,
                                                      "train"),
                               len(classes), clf.trunk, config.section(params, "augment"),
                               int(cfg["batch_size"]), int(cfg["seed"]),
@@ -73,14 +75,14 @@ def train_on_devices(params, cfg, spec, splits, classes) -> None:
     # the pipeline's MLflow run starts here: each epoch shows in the UI as it ends
     with tracking.start_finetune_run(params) as run:
         print(f"finetune: MLflow run {run.info.run_id} ({tracking.tracking_uri()})")
-        result = training.fine_tune(clf, xy["train"], xy["val"], head_cfg, cfg, HISTORY, fresh,
+        result = fitting.fine_tune(clf, xy["train"], xy["val"], head_cfg, cfg, HISTORY, fresh,
                                     callbacks=[tracking.live_epoch_metrics("finetune_")])
         top_backbone(clf).save_weights(TOP_WEIGHTS)
         clf.head.save_weights(HEAD_WEIGHTS)  # `train` starts from it
         for name, data in splits.items():
             pooled = clf.pooler.predict(xy[name][0], batch_size=64, verbose=0)
             features.save(OUT_DIR / f"{name}.npz", {**data, "features": pooled.astype("float16")})
-        speed = training.speed(result)
+        speed = fitting.speed(result)
         summary = {"layers": spec.fine_tune_layers,
                    "best_val_accuracy": round(result.best_val_accuracy, 6),
                    "epochs_run": result.epochs_run, "fine_tuned_top_kept": result.fine_tuned,

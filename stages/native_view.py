@@ -1,7 +1,7 @@
 """DVC stage `native_view`: the frozen ImageNet MobileNetV2 at the photos' own resolution over
 the train and val splits, and a logistic regression on its pooled train features.
 
-`train` adds this view's logits to the fine-tuned model's (see ``wastesort.native_view``).
+`train` adds this view's logits to the fine-tuned model's (see ``wastesort.training.native_view``).
 With native_view.height and width 0 the stage records that the view is off.
 """
 from pathlib import Path
@@ -13,7 +13,7 @@ OUT_DIR = Path("data/native_view")
 
 def main() -> None:
     params = config.load_params()
-    from wastesort.native_view import NativeViewSpec
+    from wastesort.training.native_view import NativeViewSpec
 
     spec = NativeViewSpec.from_params(params.get("native_view"))
     OUT_DIR.mkdir(parents=True, exist_ok=True)
@@ -34,7 +34,8 @@ def fit_view(params: dict, spec) -> None:
 
     import numpy as np
 
-    from wastesort import artifacts, native_view, training
+    from wastesort import artifacts
+    from wastesort.training import fitting, native_view
     from wastesort.model import BackboneSpec
 
     weights = BackboneSpec.from_params(config.section(params, "backbone"),
@@ -46,14 +47,14 @@ def fit_view(params: dict, spec) -> None:
     root = config.data_root(params)
     max_pixels = int(config.section(params, "validate")["max_pixels"])
     split = {name: artifacts.read_manifest(f"data/split/{name}.csv") for name in ("train", "val")}
-    classes = training.class_order(config.configured_classes(params),
+    classes = fitting.class_order(config.configured_classes(params),
                                    split["train"]["label"].to_numpy())
     net = native_view.backbone(spec, weights)
     data, started, n_images = {}, time.perf_counter(), 0
     for name, frame in split.items():
         features = native_view.extract(net, root, frame["path"].tolist(), spec, max_pixels,
                                        progress=f"native_view {name}")
-        y = training.encode_labels(frame["label"].to_numpy(), classes, name)
+        y = fitting.encode_labels(frame["label"].to_numpy(), classes, name)
         data[name] = (features, y)
         n_images += len(frame)
         np.savez_compressed(OUT_DIR / f"{name}.npz", features=features.astype(np.float16),

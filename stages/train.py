@@ -22,13 +22,14 @@ def main() -> None:
 def train_and_log(params: dict, cfg: dict) -> None:
     import mlflow
 
-    from wastesort import features, tracking, training
+    from wastesort import features, tracking
+    from wastesort.training import fitting
     from wastesort.tracking.challenger import TRAIN_MANIFEST_ARTIFACT
     from wastesort.model import BackboneSpec, build_classifier, parameter_counts, top_backbone
-    from wastesort.native_view import NativeViewSpec
+    from wastesort.training.native_view import NativeViewSpec
 
     train, val = features.load(FEATURES / "train.npz"), features.load(FEATURES / "val.npz")
-    classes = training.class_order(config.configured_classes(params), train["labels"])
+    classes = fitting.class_order(config.configured_classes(params), train["labels"])
     spec = BackboneSpec.from_params(config.section(params, "backbone"),
                                     config.section(params, "finetune"))
     clf = build_classifier(len(classes), spec, int(cfg["dense_units"]), float(cfg["dropout"]),
@@ -52,21 +53,21 @@ def train_and_log(params: dict, cfg: dict) -> None:
         mlflow.log_text(Path("data/split/train.csv").read_text(), TRAIN_MANIFEST_ARTIFACT)
         if not continued:  # the fine-tuning epochs were logged live to the run finetune opened
             log_finetune_history(mlflow, Path("metrics/finetune_history.csv"))
-        result = training.fit_head(
+        result = fitting.fit_head(
             clf.head, (train["features"].astype("float32"),
-                       training.encode_labels(train["labels"], classes, "train")),
+                       fitting.encode_labels(train["labels"], classes, "train")),
             (val["features"].astype("float32"),
-             training.encode_labels(val["labels"], classes, "val")),
+             fitting.encode_labels(val["labels"], classes, "val")),
             cfg, Path("metrics/train_history.csv"), [tracking.epoch_metrics_callback()],
             start=FEATURES / "head.weights.h5")
         MODEL_DIR.mkdir(exist_ok=True)
-        y_val = training.encode_labels(val["labels"], classes, "val")
+        y_val = fitting.encode_labels(val["labels"], classes, "val")
         view = NativeViewSpec.from_params(params.get("native_view"))
         if view.enabled:
             model, calibrated, accuracies = two_view_model(clf, spec, view, classes, val, y_val,
                                                            bool(cfg.get("calibrate", True)))
         else:
-            calibrated = training.calibrate_head(clf.head, val["features"].astype("float32"),
+            calibrated = fitting.calibrate_head(clf.head, val["features"].astype("float32"),
                                                  y_val, bool(cfg.get("calibrate", True)))
             model, accuracies = clf.model, {}
         print(f"train: temperature {calibrated['temperature']:.3f} fitted on val (NLL "
@@ -97,12 +98,13 @@ def train_and_log(params: dict, cfg: dict) -> None:
 
 
 def two_view_model(clf, spec, view, classes: list[str], val: dict, y_val, calibrate: bool):
-    """The saved model with the native view (``wastesort.native_view``): the temperature is
+    """The saved model with the native view (``wastesort.training.native_view``): the temperature is
     fitted on val for the sum of both views' logits. Also the val accuracy of each view and of
     the sum."""
     import numpy as np
 
-    from wastesort import calibration, native_view
+    from wastesort import calibration
+    from wastesort.training import native_view
     from wastesort.model import head_logits
 
     branch = np.load("data/native_view/branch.npz")

@@ -13,7 +13,7 @@ import yaml
 
 from tests.conftest import repo_env, run, tool_env
 
-# A learnable problem through the pipeline's own training loop (training.fit: class weights,
+# A learnable problem through the pipeline's own training loop (fitting.fit: class weights,
 # label smoothing, EMA, early stopping): three Gaussian blobs, 90 train and 45 val points, so
 # batches of 16 leave uneven remainders. Prints the predictions on a fixed grid.
 LEARN = textwrap.dedent("""
@@ -23,7 +23,7 @@ LEARN = textwrap.dedent("""
     from wastesort import stage
     tf = stage.load_tensorflow()
     import keras
-    from wastesort import distribute, training
+    from wastesort.training import distribute, fitting
     placement = distribute.setup(tf, json.loads(sys.argv[1]))
     rng = np.random.default_rng(0)
     centres = np.array([[0, 0, 0, 0], [5, 5, 0, 0], [0, 5, 5, 0]], np.float32)
@@ -38,7 +38,7 @@ LEARN = textwrap.dedent("""
         model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(hidden))
         cfg = {"lr": 0.01, "epochs": 25, "batch_size": 16, "patience": 25, "seed": 3,
                "label_smoothing": 0.1, "ema_momentum": 0.9}
-        result = training.fit(model, train, val, cfg, Path(sys.argv[2]))
+        result = fitting.fit(model, train, val, cfg, Path(sys.argv[2]))
     print(json.dumps({"where": placement.description, "replicas":
                       placement.strategy.num_replicas_in_sync,
                       "val_accuracy": result.best_val_accuracy,

@@ -56,7 +56,7 @@ def test_fine_tuning_unfreezes_the_top_layers_but_not_batchnorm(tuned_classifier
 
 
 def test_fine_tuning_moves_top_weights_and_leaves_the_trunk(tuned_classifier, tmp_path):
-    from wastesort.training import fit
+    from wastesort.training.fitting import fit
 
     upper = top_backbone(tuned_classifier)
     trunk_before = [w.copy() for w in tuned_classifier.trunk.get_weights()]
@@ -83,7 +83,7 @@ def test_cut_inside_a_residual_block_is_refused():
 def test_weight_average_is_what_training_keeps(tmp_path):
     """With ema_momentum near 1 the kept weights stay near the first step's, where plain Adam
     walks on: the averaged weights, not the last step's, are what fit() leaves in the model."""
-    from wastesort.training import fit
+    from wastesort.training.fitting import fit
 
     rng = np.random.default_rng(2)
     x, y = rng.normal(size=(64, 1280)).astype(np.float32), np.arange(64) % 3
@@ -99,7 +99,7 @@ def test_weight_average_is_what_training_keeps(tmp_path):
 
 
 def test_unknown_learning_rate_schedule_is_named():
-    from wastesort.training import optimizer
+    from wastesort.training.fitting import optimizer
 
     with pytest.raises(ConfigError, match="lr_schedule"):
         optimizer({"lr": 1e-3, "epochs": 2, "lr_schedule": "linear"}, 10)
@@ -132,7 +132,7 @@ def test_bad_fine_tune_layers_are_named(layers):
 
 
 def test_head_starts_from_the_fine_tuned_head_and_keeps_it_unless_beaten(tmp_path):
-    from wastesort.training import accuracy, fit, fit_head
+    from wastesort.training.fitting import accuracy, fit, fit_head
 
     rng = np.random.default_rng(4)
     centres = rng.normal(size=(3, 1280)).astype(np.float32)

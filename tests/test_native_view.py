@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 from scipy.special import softmax
 
-from wastesort import native_view, preprocess
+from wastesort import preprocess
+from wastesort.training import native_view
 from wastesort.config import ConfigError
-from wastesort.native_view import NativeViewSpec
+from wastesort.training.native_view import NativeViewSpec
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

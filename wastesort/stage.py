@@ -55,10 +55,10 @@ def load_tensorflow(deterministic: bool = True):
 
 def training_placement(name: str, params: dict, mixed_precision: bool = True):
     """For a training stage: TensorFlow loaded, the ``distribute`` section applied (strategy,
-    and mixed precision unless ``mixed_precision`` is False; see ``wastesort.distribute``) and
+    and mixed precision unless ``mixed_precision`` is False; see ``wastesort.training.distribute``) and
     the device printed."""
     tf = load_tensorflow()
-    from wastesort import distribute
+    from wastesort.training import distribute
 
     cfg = dict(params.get("distribute") or {})
     if not mixed_precision:
