@@ -66,7 +66,7 @@ def train_on_devices(params, cfg, spec, splits, classes) -> None:
                                        int(config.section(params, "validate")["max_pixels"]))
         fresh = FreshVariants(np.clip(np.round(images), 0, 255).astype(np.uint8),
                               fitting.encode_labels(originals["label"].to_numpy(), classes,
-                                                     "train"),
+                                                    "train"),
                               len(classes), clf.trunk, config.section(params, "augment"),
                               int(cfg["batch_size"]), int(cfg["seed"]),
                               float(cfg.get("mixup_alpha", 0.0)))
@@ -76,7 +76,7 @@ def train_on_devices(params, cfg, spec, splits, classes) -> None:
     with tracking.start_finetune_run(params) as run:
         print(f"finetune: MLflow run {run.info.run_id} ({tracking.tracking_uri()})")
         result = fitting.fine_tune(clf, xy["train"], xy["val"], head_cfg, cfg, HISTORY, fresh,
-                                    callbacks=[tracking.live_epoch_metrics("finetune_")])
+                                   callbacks=[tracking.live_epoch_metrics("finetune_")])
         top_backbone(clf).save_weights(TOP_WEIGHTS)
         clf.head.save_weights(HEAD_WEIGHTS)  # `train` starts from it
         for name, data in splits.items():

@@ -1,8 +1,9 @@
 """DVC stage `native_view`: the frozen ImageNet MobileNetV2 at the photos' own resolution over
 the train and val splits, and a logistic regression on its pooled train features.
 
-`train` adds this view's logits to the fine-tuned model's (see ``wastesort.training.native_view``).
-With native_view.height and width 0 the stage records that the view is off.
+`train` adds this view's logits to the fine-tuned model's (see
+``wastesort.training.native_view``). With native_view.height and width 0 the stage records that
+the view is off.
 """
 from pathlib import Path
 
@@ -48,7 +49,7 @@ def fit_view(params: dict, spec) -> None:
     max_pixels = int(config.section(params, "validate")["max_pixels"])
     split = {name: artifacts.read_manifest(f"data/split/{name}.csv") for name in ("train", "val")}
     classes = fitting.class_order(config.configured_classes(params),
-                                   split["train"]["label"].to_numpy())
+                                  split["train"]["label"].to_numpy())
     net = native_view.backbone(spec, weights)
     data, started, n_images = {}, time.perf_counter(), 0
     for name, frame in split.items():

@@ -68,7 +68,7 @@ def train_and_log(params: dict, cfg: dict) -> None:
                                                            bool(cfg.get("calibrate", True)))
         else:
             calibrated = fitting.calibrate_head(clf.head, val["features"].astype("float32"),
-                                                 y_val, bool(cfg.get("calibrate", True)))
+                                                y_val, bool(cfg.get("calibrate", True)))
             model, accuracies = clf.model, {}
         print(f"train: temperature {calibrated['temperature']:.3f} fitted on val (NLL "
               f"{calibrated['val_nll_before']:.4f} -> {calibrated['val_nll_after']:.4f}, ECE "
@@ -98,9 +98,9 @@ def train_and_log(params: dict, cfg: dict) -> None:
 
 
 def two_view_model(clf, spec, view, classes: list[str], val: dict, y_val, calibrate: bool):
-    """The saved model with the native view (``wastesort.training.native_view``): the temperature is
-    fitted on val for the sum of both views' logits. Also the val accuracy of each view and of
-    the sum."""
+    """The saved model with the native view (``wastesort.training.native_view``): the
+    temperature is fitted on val for the sum of both views' logits. Also the val accuracy of
+    each view and of the sum."""
     import numpy as np
 
     from wastesort import calibration
