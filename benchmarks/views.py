@@ -21,7 +21,8 @@ Logits are summed with equal weights, as the saved model does. Choose on val; te
 beside it. CPU: the frozen features of every photo once (two forward passes each, at the native
 size), then one native-size pass of each run's backbone over its split.
 
-    uv run python benchmarks/views.py /tmp/wastesort-bench-*/repo --out benchmarks/results/views.json
+    uv run python benchmarks/views.py /tmp/wastesort-bench-*/repo \\
+        --out benchmarks/results/views.json
 """
 from __future__ import annotations
 
@@ -51,6 +52,7 @@ def load_run(folder: Path) -> dict:
     classes = json.loads((folder / "models/labels.json").read_text())
     run = {"folder": folder, "params": params, "classes": classes,
            "root": (folder / params["data"]["path"]).resolve(),
+           "max_pixels": int(params["validate"]["max_pixels"]),
            "temperature": json.loads((folder / "models/calibration.json").read_text())
            ["temperature"]}
     for split in SPLITS:
@@ -60,18 +62,19 @@ def load_run(folder: Path) -> dict:
     return run
 
 
-def batches(root: Path, paths: list[str], size: tuple[int, int], n: int = 16,
+def batches(root: Path, paths: list[str], size: tuple[int, int], max_pixels: int, n: int = 16,
             unit_range: bool = True):
     """The photos through the one preprocessing path; [-1, 1] as MobileNetV2 takes them, or the
     raw pixels the saved model takes."""
     from wastesort.features import load_resized
 
     for start in range(0, len(paths), n):
-        batch = load_resized(root, paths[start:start + n], size, 50_000_000)
+        batch = load_resized(root, paths[start:start + n], size, max_pixels)
         yield batch / 127.5 - 1.0 if unit_range else batch
 
 
-def frozen_features(root: Path, paths: list[str], size: tuple[int, int]) -> dict[str, dict]:
+def frozen_features(root: Path, paths: list[str], size: tuple[int, int], max_pixels: int
+                    ) -> dict[str, dict]:
     """Per photo: the frozen ImageNet MobileNetV2's last activations pooled several ways."""
     import keras
 
@@ -80,7 +83,7 @@ def frozen_features(root: Path, paths: list[str], size: tuple[int, int]) -> dict
     maps = keras.Model(net.input, [net.get_layer("out_relu").output,
                                    net.get_layer("block_16_project_BN").output])
     out = {}
-    for start, batch in zip(range(0, len(paths), 16), batches(root, paths, size)):
+    for start, batch in zip(range(0, len(paths), 16), batches(root, paths, size, max_pixels)):
         last, b16 = (np.asarray(t, np.float32) for t in maps(batch, training=False))
         mirrored = np.asarray(maps(batch[:, :, ::-1], training=False)[0], np.float32)
         h, w = last.shape[1] // 2, last.shape[2] // 2
@@ -110,7 +113,8 @@ def fine_tuned_views(run: dict, size: tuple[int, int]) -> dict[str, np.ndarray]:
     for split in ("val", "test"):
         out[f"logits_{split}"] = np.concatenate([
             np.asarray(fine_tuned(b, training=False)) * run["temperature"]
-            for b in batches(run["root"], run[split][0], size, 32, unit_range=False)])
+            for b in batches(run["root"], run[split][0], size, run["max_pixels"], 32,
+                             unit_range=False)])
     top = model.get_layer("backbone_top")
     if top.input.shape[-1] != 3:  # fine-tuned above a cut: no whole backbone to rerun
         return out
@@ -120,17 +124,17 @@ def fine_tuned_views(run: dict, size: tuple[int, int]) -> dict[str, np.ndarray]:
     for split in SPLITS:
         out[f"fixres_{split}"] = np.concatenate([
             np.asarray(at_size(b, training=False), np.float32).mean((1, 2))
-            for b in batches(run["root"], run[split][0], size)])
+            for b in batches(run["root"], run[split][0], size, run["max_pixels"])])
     return out
 
 
-def regression(train_x, train_y, c: float):
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
+def regression(train_x, train_y, c: float, n_classes: int):
+    """The native view's own regression (``native_view.fit``, folded as the saved model holds
+    it), as a function from features to logits."""
+    from wastesort.training import native_view
 
-    scaler = StandardScaler().fit(train_x)
-    lr = LogisticRegression(C=c, max_iter=5000).fit(scaler.transform(train_x), train_y)
-    return lambda x: lr.decision_function(scaler.transform(x))
+    kernel, bias = native_view.fit(train_x, train_y, n_classes, c)
+    return lambda x: native_view.logits(x, kernel, bias)
 
 
 def svm(train_x, train_y, c: float):
@@ -159,21 +163,22 @@ def score_run(run: dict, frozen: dict, views: dict, c_values: list[float], svm_c
 
     add("fine-tuned view alone", {s: 0.0 for s in fine})
     c_run = float(run["params"]["native_view"]["c"])
-    native = regression(stack("train", "gap"), y["train"], c_run)
+    n_classes = len(run["classes"])
+    native = regression(stack("train", "gap"), y["train"], c_run, n_classes)
     native_logits = {s: native(stack(s, "gap")) for s in fine}
     add(f"+ native view (the pipeline's: average pool, regression C {c_run:g})", native_logits)
     for c in c_values:
         if c != c_run:
-            f = regression(stack("train", "gap"), y["train"], c)
+            f = regression(stack("train", "gap"), y["train"], c, n_classes)
             add(f"+ native view, regression C {c:g}", {s: f(stack(s, "gap")) for s in fine})
     for kind in POOLINGS:
-        f = regression(stack("train", kind), y["train"], c_run)
+        f = regression(stack("train", kind), y["train"], c_run, n_classes)
         add(f"+ native view pooled: {kind}", {s: f(stack(s, kind)) for s in fine})
     f = svm(stack("train", "gap"), y["train"], svm_c)
     add(f"+ native view as an RBF SVM (C {svm_c:g})", {s: f(stack(s, "gap")) for s in fine})
     if "fixres_train" in views:
         for c in c_values:
-            f = regression(views["fixres_train"], y["train"], c)
+            f = regression(views["fixres_train"], y["train"], c, n_classes)
             fixres = {s: f(views[f"fixres_{s}"]) for s in fine}
             add(f"+ native view + fine-tuned backbone at native size (regression C {c:g})",
                 {s: native_logits[s] + fixres[s] for s in fine})
@@ -207,7 +212,8 @@ def main() -> int:
     size, root = sizes.pop(), roots.pop()
     paths = sorted({p for r in runs for split in SPLITS for p in r[split][0]})
     print(f"views: frozen features of {len(paths)} photos at {size[0]} x {size[1]}", flush=True)
-    frozen = frozen_features(root, paths, size)
+    # every path passed its own run's limit, so the largest admits them all
+    frozen = frozen_features(root, paths, size, max(r["max_pixels"] for r in runs))
     views = []
     for r in runs:
         print(f"views: {r['folder']}", flush=True)

@@ -55,8 +55,8 @@ def load_tensorflow(deterministic: bool = True):
 
 def training_placement(name: str, params: dict, mixed_precision: bool = True):
     """For a training stage: TensorFlow loaded, the ``distribute`` section applied (strategy,
-    and mixed precision unless ``mixed_precision`` is False; see ``wastesort.training.distribute``) and
-    the device printed."""
+    and mixed precision unless ``mixed_precision`` is False; see
+    ``wastesort.training.distribute``) and the device printed."""
     tf = load_tensorflow()
     from wastesort.training import distribute
 
