@@ -83,14 +83,14 @@ def train_on_devices(params, cfg, spec, splits, classes) -> None:
             pooled = clf.pooler.predict(xy[name][0], batch_size=64, verbose=0)
             features.save(OUT_DIR / f"{name}.npz", {**data, "features": pooled.astype("float16")})
         speed = fitting.speed(result)
-        summary = {"layers": spec.fine_tune_layers,
+        summary = {"layers": len(top_backbone(clf).layers) - 1,
                    "best_val_accuracy": round(result.best_val_accuracy, 6),
                    "epochs_run": result.epochs_run, "fine_tuned_top_kept": result.fine_tuned,
                    **speed}
         tracking.log_finetune_summary(summary)
         artifacts.write_json(tracking.FINETUNE_RUN_FILE, {"run_id": run.info.run_id})
     artifacts.write_json("metrics/finetune.json", summary)
-    print(f"finetune: top {spec.fine_tune_layers} layers adapted, best val accuracy "
+    print(f"finetune: top {summary['layers']} {spec.name} layers adapted, best val accuracy "
           f"{result.best_val_accuracy:.4f}; {speed}")
 
 

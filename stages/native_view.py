@@ -48,6 +48,8 @@ def fit_view(params: dict, spec) -> None:
     root = config.data_root(params)
     max_pixels = int(config.section(params, "validate")["max_pixels"])
     split = {name: artifacts.read_manifest(f"data/split/{name}.csv") for name in ("train", "val")}
+    native_view.check_orientation(spec, split["train"].get("width", []),
+                                  split["train"].get("height", []))
     classes = fitting.class_order(config.configured_classes(params),
                                   split["train"]["label"].to_numpy())
     net = native_view.backbone(spec, weights)

@@ -22,7 +22,7 @@ def main() -> None:
 def train_and_log(params: dict, cfg: dict) -> None:
     import mlflow
 
-    from wastesort import features, tracking
+    from wastesort import backbones, features, tracking
     from wastesort.training import fitting
     from wastesort.tracking.challenger import TRAIN_MANIFEST_ARTIFACT
     from wastesort.model import BackboneSpec, build_classifier, parameter_counts, top_backbone
@@ -37,6 +37,7 @@ def train_and_log(params: dict, cfg: dict) -> None:
     if (upper := top_backbone(clf)) is not None:
         upper.load_weights(FEATURES / "backbone_top.weights.h5")
     counts = parameter_counts(clf.model)
+    weights_sha256 = backbones.weights_sha256(spec.name, spec.weights, spec.image_size)
     print("train: parameters " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
     tracking.configure(config.section(params, "mlflow")["experiment"])
     run, continued = tracking.pipeline_run(params)
@@ -44,6 +45,7 @@ def train_and_log(params: dict, cfg: dict) -> None:
         print(f"train: MLflow run {run.info.run_id}"
               + (" (the one finetune opened)" if continued else ""))
         mlflow.log_metrics({k: float(v) for k, v in counts.items()})
+        mlflow.set_tags({"backbone": spec.name, "backbone_weights_sha256": weights_sha256})
         validation = artifacts.read_json("metrics/validation.json")
         mlflow.log_metrics({f"data.{k}": float(v) for k, v in validation.items()
                             if isinstance(v, (int, float))})
@@ -82,6 +84,7 @@ def train_and_log(params: dict, cfg: dict) -> None:
                    "epochs_run": result.epochs_run, "n_train_features": int(len(train["labels"])),
                    "kept_fine_tuned_head": result.kept_start,
                    "temperature": calibrated["temperature"], **accuracies,
+                   "backbone": spec.name, "backbone_weights_sha256": weights_sha256,
                    **counts}
         artifacts.write_json("metrics/train.json", summary)
         mlflow.log_metrics({"best_val_accuracy": result.best_val_accuracy, **accuracies})

@@ -154,9 +154,43 @@ def test_stage_off_records_it_and_keeps_no_stale_branch(tmp_path, monkeypatch):
 def test_stage_refuses_a_random_backbone_in_one_line(tmp_path, monkeypatch, capsys):
     params = repo_params()
     params["backbone"]["weights"] = "none"
+    params["native_view"].update(height=384, width=512)
     with pytest.raises(SystemExit) as exit_info:
         run_stage(tmp_path, params, monkeypatch)
     assert exit_info.value.code == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("native_view: error: a frozen view needs trained "
                               "weights, but backbone.weights is none")
+
+
+@pytest.mark.parametrize("height, width, refused", [
+    (512, 384, True),    # the old default: portrait view of landscape photos
+    (384, 512, False),   # the photos' own aspect ratio
+    (224, 224, False),   # square: a squash, not a swap
+    (300, 512, False)])
+def test_a_view_that_swaps_the_photos_height_and_width_is_refused(height, width, refused):
+    spec = NativeViewSpec(height=height, width=width)
+    widths, heights = [512] * 9 + [384], [384] * 9 + [512]  # TrashNet: 512 wide, 384 high
+    if refused:
+        with pytest.raises(ConfigError, match=r"native_view is 512 high x 384 wide, but the "
+                           r"photos are typically 384 high x 512 wide.*swap"):
+            native_view.check_orientation(spec, widths, heights)
+    else:
+        native_view.check_orientation(spec, widths, heights)
+
+
+def test_stage_refuses_a_swapped_view_before_any_work(tmp_path, monkeypatch, capsys):
+    import pandas as pd
+
+    params = repo_params()
+    params["native_view"].update(height=512, width=384)
+    (tmp_path / "data/split").mkdir(parents=True)
+    for name in ("train", "val"):
+        pd.DataFrame({"path": ["a/1.jpg", "b/2.jpg"], "label": ["a", "b"],
+                      "width": [512, 512], "height": [384, 384]}).to_csv(
+            tmp_path / f"data/split/{name}.csv", index=False)
+    with pytest.raises(SystemExit):
+        run_stage(tmp_path, params, monkeypatch)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("native_view: error: params.yaml: native_view is 512 high x 384 "
+                              "wide")

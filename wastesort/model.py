@@ -1,6 +1,7 @@
 """The classifier: raw RGB pixels in, class probabilities out, preprocessing inside the model.
 
-The frozen part of MobileNetV2 (everything below the top ``finetune.layers`` layers) is the
+The backbone (``backbone.name``: MobileNetV2 or EfficientNet-Lite0/1/2, see ``backbones``) is cut
+in two. Its frozen part (everything below the top ``finetune.layers`` layers) is the
 *trunk*; what sits above it (those top layers, pooling and the Dense head) is the *top*. The
 trunk's output for every image is computed once and cached (see ``features``), so training
 only ever runs the top. With ``finetune.layers: all`` the whole backbone is the top and the
@@ -14,17 +15,18 @@ from typing import Any
 import keras
 import numpy as np
 
+from wastesort import backbones
 from wastesort.config import ConfigError
 
-BACKBONE_NAME = "mobilenetv2_1.00_224"
-BACKBONE_LAYERS = 153  # MobileNetV2 without its top, input layer not counted
+ALL_LAYERS = -1  # finetune.layers: all
 
 
 @dataclass(frozen=True)
 class BackboneSpec:
     image_size: int = 224
-    weights: str | None = "imagenet"  # "imagenet", a local .h5 path, or None for random
-    fine_tune_layers: int = 0  # top K backbone layers above the cached cut (0: none)
+    weights: str | None = "imagenet"  # "imagenet", a local weights file, or None for random
+    fine_tune_layers: int = 0  # top K backbone layers above the cached cut (0: none, -1: all)
+    name: str = "mobilenet_v2"
 
     @classmethod
     def from_params(cls, backbone_cfg: dict[str, Any], finetune_cfg: dict[str, Any]
@@ -33,38 +35,30 @@ class BackboneSpec:
         if weights in (None, "none", "None", ""):
             weights = None
         k = finetune_cfg.get("layers", 0)
-        k = BACKBONE_LAYERS if k == "all" else k
-        if not isinstance(k, int) or isinstance(k, bool) or k < 0:
+        if not (k == "all" or isinstance(k, int) and not isinstance(k, bool) and k >= 0):
             raise ConfigError(f"params.yaml: finetune.layers must be 'all' or a whole number "
                               f">= 0, got {k!r}")
-        return cls(int(backbone_cfg.get("image_size", 224)), weights, k)
+        k = ALL_LAYERS if k == "all" else k
+        name = backbones.check_name(str(backbone_cfg.get("name", "mobilenet_v2")))
+        return cls(int(backbone_cfg.get("image_size", 224)), weights, k, name)
 
 
 def preprocessing(spec: BackboneSpec) -> list[keras.layers.Layer]:
-    """Resize (bilinear, whole image) then MobileNetV2's scaling of [0, 255] to [-1, 1]."""
+    """Resize (bilinear, whole image) then the backbone's scaling of [0, 255] pixels."""
+    scale, offset = backbones.SCALING[spec.name]
     return [keras.layers.Resizing(spec.image_size, spec.image_size, name="resize"),
-            keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="scale_to_unit_range")]
+            keras.layers.Rescaling(scale, offset=offset, name="scale_to_unit_range")]
 
 
 def backbone(spec: BackboneSpec) -> keras.Model:
-    size = spec.image_size
-    try:
-        net = keras.applications.MobileNetV2(input_shape=(size, size, 3), include_top=False,
-                                             weights=spec.weights)
-    except Exception as exc:  # noqa: BLE001 - Keras raises bare Exception on download failure
-        if spec.weights != "imagenet":
-            raise ConfigError(f"backbone.weights={spec.weights!r}: cannot load: {exc}") from None
-        raise ConfigError(
-            f"cannot load the ImageNet MobileNetV2 weights for {size} px ({exc}). Offline, "
-            "run scripts/seed_keras_cache.sh (part of `make setup`) to copy them into the Keras "
-            "cache, or set backbone.weights to a local .h5 path") from None
-    net.trainable = False
-    return net
+    return backbones.load(spec.name, (spec.image_size, spec.image_size, 3), spec.weights)
 
 
 def split_backbone(net: keras.Model, k: int) -> tuple[keras.Model | None, keras.Model | None]:
     """Cut the backbone below its top ``k`` layers: (frozen bottom or None, trainable top or
-    None). ``k`` = every layer fine-tunes the whole backbone (no frozen bottom)."""
+    None). ``k`` = every layer (or ``ALL_LAYERS``) fine-tunes the whole backbone."""
+    if k == ALL_LAYERS:
+        k = len(net.layers) - 1
     if k == 0:
         return net, None
     if k > len(net.layers) - 1:

@@ -63,6 +63,26 @@ class NativeViewSpec:
         return spec
 
 
+def check_orientation(spec: NativeViewSpec, widths, heights) -> None:
+    """The view must keep the photos' aspect ratio: a portrait view of landscape photos (or the
+    reverse) stretches every one of them, so it is refused, naming the photos' typical size."""
+    widths, heights = np.asarray(widths, float), np.asarray(heights, float)
+    if widths.size == 0 or widths.shape != heights.shape:
+        return
+    known = (widths > 0) & (heights > 0)
+    if not known.any():
+        return
+    photo = float(np.median(widths[known] / heights[known]))
+    view = spec.width / spec.height
+    if (photo - 1) * (view - 1) < 0 and abs(np.log(photo)) > np.log(1.1):
+        w = int(np.median(widths[known]))
+        h = int(np.median(heights[known]))
+        raise ConfigError(
+            f"params.yaml: native_view is {spec.height} high x {spec.width} wide, but the "
+            f"photos are typically {h} high x {w} wide: the view would stretch them; swap "
+            "native_view.height and native_view.width")
+
+
 def backbone(spec: NativeViewSpec, weights: str | None):
     """The frozen ImageNet MobileNetV2 at height x width, average-pooled: [-1, 1] pixels in,
     1,280 features out."""
