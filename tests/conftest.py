@@ -52,7 +52,7 @@ def tiny_params(data_path: str, native_view: bool = True) -> dict:
     params["augment"].update(variants_per_image=2, preview_images=2)
     params["backbone"]["image_size"] = 224  # the only size whose ImageNet weights are cached
     params["finetune"].update(layers=11, epochs=2, head_epochs=2)
-    # larger than 224 as TrashNet's 512 x 384 are: the model's input is the native view's size;
+    # landscape and larger than 224, as TrashNet's photos are: the model's input is the view's size;
     # off (the fine-tuned model alone) where a test is about something else, for CI's time
     height, width = (240, 320) if native_view else (0, 0)
     params["native_view"].update(height=height, width=width)

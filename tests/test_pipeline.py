@@ -109,7 +109,10 @@ def test_saved_model_carries_the_fine_tuned_top(repo):
     assert input_size(model) == (240, 320)
     assert tuple(model.get_layer("native_backbone").input.shape[1:3]) == (240, 320)
     saved = model.get_layer("backbone_top")
-    imagenet = top_backbone(build_classifier(3, BackboneSpec(224, "imagenet", 11)))
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    spec = BackboneSpec.from_params(params["backbone"], params["finetune"])
+    assert spec.name == "efficientnet_lite0"  # the default backbone, through the tiny pipeline
+    imagenet = top_backbone(build_classifier(3, spec))
     changed = any(not np.allclose(a, b) for a, b in zip(saved.get_weights(),
                                                        imagenet.get_weights()))
     assert changed == read_json(repo / "metrics/finetune.json")["fine_tuned_top_kept"]
@@ -164,8 +167,8 @@ def test_export_writes_float32_and_int8_with_parity(repo):
         assert exported[kind]["bytes"] == path.stat().st_size
         assert 0 <= exported[kind]["accuracy"] <= 1
     assert exported["float32"]["top1_agreement"] >= 0.995
-    # two MobileNetV2s (the fine-tuned view and the native one): about 4.1 MB in int8
-    assert exported["int8"]["bytes"] <= 5_000_000
+    # the fine-tuned EfficientNet-Lite0 and the native MobileNetV2: about 6.9 MB in int8
+    assert exported["int8"]["bytes"] <= 7_500_000
     assert exported["int8"]["bytes"] * 3 < exported["float32"]["bytes"]
     int8 = LiteModel((repo / "export/model_int8.tflite").read_bytes())
     assert int8.input_dtype == np.uint8 and int8.output_dtype == np.uint8  # full integer
@@ -313,3 +316,23 @@ def test_a_challenger_short_of_the_champion_leaves_the_alias(scratch_repo):
     assert float(held.tags["challenge_challenger_accuracy"]) >= 0
     receipt = read_json(repo / "registry/receipt.json")
     assert receipt["version"] == "1" and receipt["challenger"]["version"] == versions[-1]
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "efficientnet_lite1", "efficientnet_lite2"])
+def test_tiny_pipeline_runs_on_every_other_backbone(pipeline_repo, tmp_path, name):
+    """The default backbone ran above with ImageNet weights; each other `backbone.name` runs
+    features to evaluate (random weights and 32 px, for time) in a copy of that repo."""
+    repo = tmp_path / "repo"
+    shutil.copytree(pipeline_repo, repo, symlinks=True)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["backbone"].update(name=name, weights="none", image_size=32)
+    params["finetune"].update(layers="all", epochs=1, head_epochs=1)
+    params["native_view"].update(height=0, width=0)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = run(["dvc", "repro", "evaluate"], repo, env=repo_env(repo))
+    assert "Running stage 'finetune'" in out.stdout and "Running stage 'evaluate'" in out.stdout
+    assert f"{name} layers adapted" in out.stdout
+    trained = read_json(repo / "metrics/train.json")
+    assert trained["backbone"] == name and trained["backbone_weights_sha256"] == ""
+    ev = read_json(repo / "metrics/evaluate.json")
+    assert ev["n_test"] == read_json(pipeline_repo / "metrics/evaluate.json")["n_test"]

@@ -11,6 +11,7 @@ checked by SHA-256 each time it is loaded.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import importlib.util
 import math
@@ -193,6 +194,13 @@ def cached_weights(name: str) -> Path:
     A ``.sha256`` file beside it records its hash; a file that no longer matches it is an
     error naming both (delete the file to convert again)."""
     target = cache_dir() / f"{name}_imagenet_no_top.weights.h5"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with target.with_name(target.name + ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one process converts; the others wait and reuse it
+        return _cached(name, target)
+
+
+def _cached(name: str, target: Path) -> Path:
     record = target.with_name(target.name + ".sha256")
     if target.is_file() and record.is_file():
         expected, found = record.read_text().split()[0], sha256(target)
@@ -202,7 +210,6 @@ def cached_weights(name: str) -> Path:
         return target
     net = build(name, (VARIANTS[name].image_size, VARIANTS[name].image_size, 3))
     assign_state_dict(net, imagenet_state(name), str(state_dict_file(name)))
-    target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.{os.getpid()}.partial.weights.h5")
     net.save_weights(partial)
     os.replace(partial, target)

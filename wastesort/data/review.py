@@ -1,7 +1,7 @@
 """Label review: which given labels are most likely wrong. A report to read; it changes nothing.
 
-Every accepted image (train, val and test) is embedded by the frozen ImageNet MobileNetV2
-(pooled features), a logistic regression on the standardised features gives out-of-fold class
+Every accepted image (train, val and test) is embedded by the frozen ImageNet backbone
+(``backbone.name``, pooled features), a logistic regression on the standardised features gives out-of-fold class
 probabilities (``cross_val_predict``, ``review.folds`` stratified folds), and cleanlab scores
 each given label's quality (``get_label_quality_scores``: the out-of-fold probability of the
 given label) and flags likely label issues (``find_label_issues``, confident learning).
@@ -128,7 +128,7 @@ def review(feats: np.ndarray, data: dict[str, np.ndarray], cfg: dict[str, Any]
 
 def render_report(table: pd.DataFrame, metrics: dict[str, Any], top: int) -> str:
     lines = ["# Label review", "",
-             "Out-of-fold probabilities of a logistic regression on frozen ImageNet MobileNetV2",
+             "Out-of-fold probabilities of a logistic regression on frozen ImageNet backbone",
              "features, ranked by cleanlab's label quality (the probability of the given label;",
              "low = suspect). `flagged`: cleanlab's `find_label_issues`. Nothing here changes",
              "the data or the split: fix a label by moving the file to its class folder.", ""]
