@@ -1,6 +1,7 @@
 """Reading and writing the small files stages hand to each other (manifests, metrics)."""
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -8,6 +9,14 @@ from typing import Any
 import pandas as pd
 
 from wastesort.config import ConfigError
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_json(path: str | Path, data: Any) -> None:

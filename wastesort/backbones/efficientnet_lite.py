@@ -12,7 +12,6 @@ checked by SHA-256 each time it is loaded.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import importlib.util
 import math
 import os
@@ -22,6 +21,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from wastesort.artifacts import file_sha256 as sha256
 from wastesort.backbones.torch_weights import TorchFileError, load_state_dict
 from wastesort.config import ConfigError
 
@@ -161,14 +161,6 @@ def state_dict_file(name: str) -> Path:
         raise ConfigError(f"backbone.name={name}: expected one .pth file in {models}, "
                           f"found {len(found)}")
     return found[0]
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def cache_dir() -> Path:

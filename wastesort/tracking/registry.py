@@ -8,7 +8,6 @@ entry), and the version records that tag and each file's sha256 (``bento_model``
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import tempfile
@@ -16,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from wastesort.artifacts import file_sha256
 from wastesort.export import FILES
 
 STORE_FILES = (*FILES.values(), "labels.json")
@@ -34,14 +34,6 @@ class Receipt:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def register_version(name: str, alias: str, model_uri: str, model_sha256: str,
