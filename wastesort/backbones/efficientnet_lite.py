@@ -122,7 +122,6 @@ def assign_state_dict(model: keras.Model, state: dict[str, np.ndarray], source: 
     (C, 1, kh, kw) -> (kh, kw, C, 1), Linear (out, in) -> (in, out)); a missing key or another
     shape names the layer."""
     n_blocks = sum(1 for layer in model.layers if layer.name.endswith("_dwconv"))
-    used = set()
     for layer in model.layers:
         if not layer.weights:
             continue
@@ -144,7 +143,6 @@ def assign_state_dict(model: keras.Model, state: dict[str, np.ndarray], source: 
             raise ConfigError(f"{source}: {prefix} has shapes {[a.shape for a in arrays]}, "
                               f"layer {layer.name} needs {expected}")
         layer.set_weights([np.ascontiguousarray(a, np.float32) for a in arrays])
-        used.add(prefix)
 
 
 def state_dict_file(name: str) -> Path:
@@ -207,11 +205,6 @@ def _cached(name: str, target: Path) -> Path:
     os.replace(partial, target)
     record.write_text(f"{sha256(target)}  {target.name}\n")
     return target
-
-
-def weights_hash(name: str) -> str:
-    """SHA-256 of the converted weights file (recorded in MLflow and ``metrics/``)."""
-    return sha256(cached_weights(name))
 
 
 def load(name: str, input_shape: tuple, weights: str | None = "imagenet",
