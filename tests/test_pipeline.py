@@ -45,12 +45,19 @@ def test_second_repro_changes_nothing(repo):
 
 
 def test_same_machine_data_and_seeds_give_identical_metrics(repo, tmp_path):
-    """A second, independent run of the tiny pipeline (its own clone, DVC cache and MLflow
-    store) reproduces the first to the last digit: op determinism and seeded augmentation."""
-    again = make_pipeline_repo(tmp_path / "again")
-    run(["dvc", "repro", "evaluate"], again, env=repo_env(again))
+    """The augmentation, the feature cache and both trainings run again from scratch in a copy
+    (its own DVC cache, MLflow store and BentoML store) and reproduce the first run to the last
+    digit: op determinism and seeded augmentation. (validate and split are pure functions of
+    the files, checked in tests/test_validation.py and tests/test_splitting.py.)"""
+    again = tmp_path / "again"
+    shutil.copytree(repo, again, symlinks=True,
+                    ignore=lambda folder, names: {"mlflow.db", "cache"} & set(names))
+    # DVC deletes a stage's outputs before it runs it, and fails when one is not written again
+    run(["dvc", "repro", "-f", "-s", "augment", "features", "finetune", "train", "evaluate"],
+        again, env=repo_env(again))
     for name in ("metrics/evaluate.json", "metrics/train.json", "metrics/test_predictions.csv",
-                 "metrics/finetune_history.csv", "metrics/train_history.csv"):
+                 "metrics/finetune_history.csv", "metrics/train_history.csv",
+                 "data/augment/plan.csv"):
         assert (again / name).read_text() == (repo / name).read_text(), name
     timing = ("epoch_seconds", "train_images_per_second")
     first, second = (read_json(r / "metrics/finetune.json") for r in (repo, again))
@@ -83,11 +90,7 @@ def test_pipeline_outputs(repo):
     assert (repo / "data/finetuned/backbone_top.weights.h5").is_file()
     tuned = read_json(repo / "metrics/finetune.json")
     assert tuned["layers"] == 11 and tuned["epochs_run"] >= 2
-    view = read_json(repo / "metrics/native_view.json")
-    assert view["enabled"] and (view["height"], view["width"]) == (240, 320)
-    trained = read_json(repo / "metrics/train.json")
-    assert {"val_accuracy_fine_tuned", "val_accuracy_native_view",
-            "val_accuracy_two_views"} <= set(trained)
+    assert read_json(repo / "metrics/native_view.json")["enabled"] is False  # one model
     ev = read_json(repo / "metrics/evaluate.json")
     assert set(ev) >= {"accuracy", "macro_f1", "per_class", "gate_passed"}
     assert set(ev["per_class"]) == {"cardboard", "glass", "metal"}
@@ -105,9 +108,8 @@ def test_saved_model_carries_the_fine_tuned_top(repo):
     from wastesort.predict import input_size
 
     model = keras.models.load_model(repo / "models/model.keras")
-    # both views: the fine-tuned 224 px one and the frozen one at 240 x 320, the input size
-    assert input_size(model) == (240, 320)
-    assert tuple(model.get_layer("native_backbone").input.shape[1:3]) == (240, 320)
+    assert input_size(model) == (224, 224)  # one model (the native view is off)
+    assert "native_backbone" not in {layer.name for layer in model.layers}
     saved = model.get_layer("backbone_top")
     params = yaml.safe_load((repo / "params.yaml").read_text())
     spec = BackboneSpec.from_params(params["backbone"], params["finetune"])
@@ -167,8 +169,7 @@ def test_export_writes_float32_and_int8_with_parity(repo):
         assert exported[kind]["bytes"] == path.stat().st_size
         assert 0 <= exported[kind]["accuracy"] <= 1
     assert exported["float32"]["top1_agreement"] >= 0.995
-    # the fine-tuned EfficientNet-Lite0 and the native MobileNetV2: about 6.9 MB in int8
-    assert exported["int8"]["bytes"] <= 7_500_000
+    assert exported["int8"]["bytes"] <= 5_000_000  # the issue's edge goal for one Lite0
     assert exported["int8"]["bytes"] * 3 < exported["float32"]["bytes"]
     int8 = LiteModel((repo / "export/model_int8.tflite").read_bytes())
     assert int8.input_dtype == np.uint8 and int8.output_dtype == np.uint8  # full integer
@@ -329,7 +330,6 @@ def test_tiny_pipeline_runs_on_the_other_backbone_family(pipeline_repo, tmp_path
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["backbone"].update(name=name, weights="none", image_size=32)
     params["finetune"].update(layers="all", epochs=1, head_epochs=1)
-    params["native_view"].update(height=0, width=0)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = run(["dvc", "repro", "evaluate"], repo, env=repo_env(repo))
     assert "Running stage 'finetune'" in out.stdout and "Running stage 'evaluate'" in out.stdout
