@@ -12,7 +12,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import make_pipeline_repo, repo_env, run
+from tests.conftest import repo_env, run
 
 pytestmark = pytest.mark.slow
 
