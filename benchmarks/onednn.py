@@ -9,7 +9,7 @@ variables must be set before TensorFlow loads) and times, on random pixels and r
 - train: the fine-tuning step of the default recipe (the whole MobileNetV2 at 224 px with
   BatchNorm frozen, the Dense(128) head, Adam, batch 32), images per second;
 - forward 224: the same network's forward pass (features, evaluate), batch 32;
-- forward 512x384: the frozen MobileNetV2 at the photos' own size (native_view), batch 16.
+- forward 512x384: a frozen MobileNetV2 on a large input (the removed native view's old size), batch 16.
 
 `ONEDNN_MAX_CPU_ISA=AVX2` caps oneDNN at the kernels an AVX2-only CPU gets, so an AVX-512
 machine also shows what such a CPU gains (its microarchitecture aside).

@@ -74,6 +74,8 @@ def main() -> int:
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     subprocess.run(["git", "clone", "-q", str(REPO), str(work)], check=True)
+    # the clone's own package, not the (editable) one this venv has installed from the work tree
+    env["PYTHONPATH"] = os.pathsep.join([str(work), *filter(None, [env.get("PYTHONPATH")])])
     params_file = work / "params.yaml"
     params = yaml.safe_load(params_file.read_text())
     params["data"] = {"path": str(data), "classes": yaml.safe_load(args.classes)}
@@ -112,9 +114,9 @@ def main() -> int:
         result.update({k: ft[k] for k in ("epoch_seconds", "train_images_per_second",
                                            "best_val_accuracy") if k in ft})
     if (failed is None or failed == "evaluate") and not args.no_rerun:
-        params["train"]["dropout"] = round(float(params["train"]["dropout"]) + 0.05, 3)
+        params["train"]["lr"] = float(params["train"]["lr"]) * 2
         params_file.write_text(yaml.safe_dump(params, sort_keys=False))
-        print("\n=== head-parameter change (train.dropout), dvc repro", flush=True)
+        print("\n=== head-parameter change (train.lr), dvc repro", flush=True)
         _, seconds, out = sh(["dvc", "repro"], work, env)
         result["head_param_rerun_seconds"] = round(seconds, 1)
         result["features_recomputed_on_head_change"] = "Running stage 'features'" in out

@@ -3,6 +3,7 @@ from pathlib import Path
 
 from wastesort import artifacts, config, stage
 from wastesort.augmentation import make_plan
+from wastesort.preprocess import image_size
 from wastesort.previews import plot_augment_preview
 
 OUT = Path("data/augment/plan.csv")
@@ -17,7 +18,7 @@ def main() -> None:
     plan = make_plan(train, cfg)
     artifacts.write_csv(OUT, plan)
     plot_augment_preview(config.data_root(params), plan, cfg, PREVIEW,
-                         int(config.section(params, "backbone")["image_size"]))
+                         image_size(config.section(params, "backbone")["image_size"]))
     print(f"augment: {len(plan)} variants of {len(train)} train images planned; preview: {PREVIEW}")
 
 

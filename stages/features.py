@@ -7,6 +7,7 @@ from pathlib import Path
 
 from wastesort import config, stage
 from wastesort.augmentation import read_plan
+from wastesort.preprocess import check_orientation
 
 OUT_DIR = Path("data/features")
 
@@ -19,14 +20,17 @@ def main() -> None:
 
     backbone_cfg = config.section(params, "backbone")
     spec = BackboneSpec.from_params(backbone_cfg, config.section(params, "finetune"))
+    splits = {name: artifacts.read_manifest(f"data/split/{name}.csv")
+              for name in ("train", "val", "test")}
+    check_orientation(spec.image_size, splits["train"].get("width", []),
+                      splits["train"].get("height", []))
     classifier = build_classifier(2, spec)
     extractor, dtype = cache_model(classifier), cache_dtype(classifier)
     cfg = {**backbone_cfg, "max_pixels": config.section(params, "validate")["max_pixels"],
            "fill_mode": config.section(params, "augment")["fill_mode"]}
     root = config.data_root(params)
     plan = read_plan("data/augment/plan.csv")
-    for name in ("train", "val", "test"):
-        split = artifacts.read_manifest(f"data/split/{name}.csv")
+    for name, split in splits.items():
         data = features.extract_split(extractor, root, split, plan if name == "train" else None,
                                       cfg, name, dtype)
         features.save(OUT_DIR / f"{name}.npz", data)

@@ -49,15 +49,18 @@ def train_on_devices(params, cfg, spec, splits, classes) -> None:
     from wastesort.augmentation import FreshVariants
     from wastesort.model import build_classifier, top_backbone
 
-    clf = build_classifier(len(classes), spec, int(cfg["head_dense_units"]),
-                           float(cfg["head_dropout"]), seed=int(cfg["seed"]))
+    head = config.section(params, "head")
+    clf = build_classifier(len(classes), spec, int(head["dense_units"]), float(head["dropout"]),
+                           seed=int(cfg["seed"]))
     # uint8 resized images (finetune.layers: all) stay uint8 in memory; Keras casts per batch
     xy = {n: (d["features"] if d["features"].dtype == np.uint8 else
               d["features"].astype("float32"), fitting.encode_labels(d["labels"], classes, n))
           for n, d in splits.items()}
-    # the warm-up head: plain Adam at head_lr (the schedule and averaging are for the layers)
-    head_cfg = {**cfg, "lr": cfg["head_lr"], "epochs": cfg["head_epochs"],
-                "patience": cfg["head_patience"], "lr_schedule": "constant", "ema_momentum": 0.0}
+    tune_cfg = {**cfg, "label_smoothing": float(head["label_smoothing"])}
+    # the warm-up head: plain Adam (the schedule and averaging are for the layers)
+    warmup_cfg = {**tune_cfg, "lr": cfg["warmup_lr"], "epochs": cfg["warmup_epochs"],
+                  "patience": cfg["warmup_patience"], "lr_schedule": "constant",
+                  "ema_momentum": 0.0}
     fresh = None
     if cfg.get("fresh_augmentation", True):
         originals = artifacts.read_manifest("data/split/train.csv").sort_values("path")
@@ -75,8 +78,8 @@ def train_on_devices(params, cfg, spec, splits, classes) -> None:
     # the pipeline's MLflow run starts here: each epoch shows in the UI as it ends
     with tracking.start_finetune_run(params) as run:
         print(f"finetune: MLflow run {run.info.run_id} ({tracking.tracking_uri()})")
-        result = fitting.fine_tune(clf, xy["train"], xy["val"], head_cfg, cfg, HISTORY, fresh,
-                                   callbacks=[tracking.live_epoch_metrics("finetune_")])
+        result = fitting.fine_tune(clf, xy["train"], xy["val"], warmup_cfg, tune_cfg, HISTORY,
+                                   fresh, callbacks=[tracking.live_epoch_metrics("finetune_")])
         top_backbone(clf).save_weights(TOP_WEIGHTS)
         clf.head.save_weights(HEAD_WEIGHTS)  # `train` starts from it
         for name, data in splits.items():

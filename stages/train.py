@@ -16,7 +16,8 @@ def main() -> None:
     # is saved, exported to TFLite and served
     placement = stage.training_placement("train", params, mixed_precision=False)
     with placement.strategy.scope():
-        train_and_log(params, config.section(params, "train"))
+        smoothing = config.section(params, "head")["label_smoothing"]
+        train_and_log(params, {**config.section(params, "train"), "label_smoothing": smoothing})
 
 
 def train_and_log(params: dict, cfg: dict) -> None:
@@ -26,13 +27,13 @@ def train_and_log(params: dict, cfg: dict) -> None:
     from wastesort.training import fitting
     from wastesort.tracking.challenger import TRAIN_MANIFEST_ARTIFACT
     from wastesort.model import BackboneSpec, build_classifier, parameter_counts, top_backbone
-    from wastesort.training.native_view import NativeViewSpec
 
     train, val = features.load(FEATURES / "train.npz"), features.load(FEATURES / "val.npz")
     classes = fitting.class_order(config.configured_classes(params), train["labels"])
     spec = BackboneSpec.from_params(config.section(params, "backbone"),
                                     config.section(params, "finetune"))
-    clf = build_classifier(len(classes), spec, int(cfg["dense_units"]), float(cfg["dropout"]),
+    head = config.section(params, "head")
+    clf = build_classifier(len(classes), spec, int(head["dense_units"]), float(head["dropout"]),
                            int(cfg["seed"]))
     if (upper := top_backbone(clf)) is not None:
         upper.load_weights(FEATURES / "backbone_top.weights.h5")
@@ -64,32 +65,26 @@ def train_and_log(params: dict, cfg: dict) -> None:
             start=FEATURES / "head.weights.h5")
         MODEL_DIR.mkdir(exist_ok=True)
         y_val = fitting.encode_labels(val["labels"], classes, "val")
-        view = NativeViewSpec.from_params(params.get("native_view"))
-        if view.enabled:
-            model, calibrated, accuracies = two_view_model(clf, spec, view, classes, val, y_val,
-                                                           bool(cfg.get("calibrate", True)))
-        else:
-            calibrated = fitting.calibrate_head(clf.head, val["features"].astype("float32"),
-                                                y_val, bool(cfg.get("calibrate", True)))
-            model, accuracies = clf.model, {}
+        calibrated = fitting.calibrate_head(clf.head, val["features"].astype("float32"),
+                                            y_val, bool(cfg["calibrate"]))
         print(f"train: temperature {calibrated['temperature']:.3f} fitted on val (NLL "
               f"{calibrated['val_nll_before']:.4f} -> {calibrated['val_nll_after']:.4f}, ECE "
               f"{calibrated['val_ece_before']:.4f} -> {calibrated['val_ece_after']:.4f})")
         artifacts.write_json(MODEL_DIR / "calibration.json", calibrated)
         mlflow.log_metrics({f"calibration_{k}": float(v) for k, v in calibrated.items()
                             if isinstance(v, float)})
-        model.save(MODEL_DIR / "model.keras")
+        clf.model.save(MODEL_DIR / "model.keras")
         (MODEL_DIR / "labels.json").write_text(json.dumps(classes, indent=2) + "\n")
         summary = {"best_val_accuracy": round(result.best_val_accuracy, 6),
                    "epochs_run": result.epochs_run, "n_train_features": int(len(train["labels"])),
                    "kept_fine_tuned_head": result.kept_start,
-                   "temperature": calibrated["temperature"], **accuracies,
+                   "temperature": calibrated["temperature"],
                    "backbone": spec.name, "backbone_weights_sha256": weights_sha256,
                    **counts}
         artifacts.write_json("metrics/train.json", summary)
-        mlflow.log_metrics({"best_val_accuracy": result.best_val_accuracy, **accuracies})
+        mlflow.log_metrics({"best_val_accuracy": result.best_val_accuracy})
         mlflow.log_artifact("metrics/train_history.csv", "plots")
-        info = mlflow.keras.log_model(model, name="model",
+        info = mlflow.keras.log_model(clf.model, name="model",
                                       signature=tracking.model_signature(len(classes)),
                                       metadata={"labels": classes},
                                       pip_requirements=tracking.pip_requirements())
@@ -98,39 +93,6 @@ def train_and_log(params: dict, cfg: dict) -> None:
                                                  "experiment_id": run.info.experiment_id})
     print(f"train: best val accuracy {result.best_val_accuracy:.4f}; model {MODEL_DIR}/model.keras; "
           f"MLflow run {run.info.run_id}")
-
-
-def two_view_model(clf, spec, view, classes: list[str], val: dict, y_val, calibrate: bool):
-    """The saved model with the native view (``wastesort.training.native_view``): the
-    temperature is fitted on val for the sum of both views' logits. Also the val accuracy of
-    each view and of the sum."""
-    import numpy as np
-
-    from wastesort import calibration
-    from wastesort.training import native_view
-    from wastesort.model import head_logits
-
-    branch = np.load("data/native_view/branch.npz")
-    native_val = np.load("data/native_view/val.npz")
-    if list(branch["classes"]) != classes:
-        raise config.ConfigError(f"data/native_view: classes {list(branch['classes'])} differ "
-                                 f"from train's {classes}; run `dvc repro native_view`")
-    if native_val["paths"].tolist() != val["paths"].tolist():
-        raise config.ConfigError("data/native_view/val.npz: not the val split train has; "
-                                 "run `dvc repro native_view`")
-    kernel, bias = branch["kernel"], branch["bias"]
-    logits_a = head_logits(clf.head, val["features"].astype("float32"))
-    logits_b = native_view.logits(native_val["features"].astype("float32"), kernel, bias)
-    total = logits_a + view.weight * logits_b
-    calibrated = calibration.fit_and_report(total, y_val, calibrate)
-    model = native_view.combined_model(clf.model, clf.head, len(classes), view, spec.weights,
-                                       (kernel, bias), calibrated["temperature"])
-    accuracies = {f"val_accuracy_{name}": round(float(np.mean(z.argmax(1) == y_val)), 6)
-                  for name, z in (("fine_tuned", logits_a), ("native_view", logits_b),
-                                  ("two_views", total))}
-    print("train: val accuracy " + ", ".join(f"{k.removeprefix('val_accuracy_')} {v:.4f}"
-                                             for k, v in accuracies.items()))
-    return model, calibrated, accuracies
 
 
 def log_finetune_history(mlflow, path: Path) -> None:

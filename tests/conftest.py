@@ -42,7 +42,7 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, check: boo
     return proc
 
 
-def tiny_params(data_path: str, native_view: bool = False) -> dict:
+def tiny_params(data_path: str) -> dict:
     """Repo params shrunk for a quick run: small images, few epochs. The ImageNet weights come
     from the Keras cache that `make setup` seeds, so the model's outputs are not degenerate."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -51,11 +51,7 @@ def tiny_params(data_path: str, native_view: bool = False) -> dict:
     params["split"].update(val_fraction=0.25, test_fraction=0.25)
     params["augment"].update(variants_per_image=2, preview_images=2)
     params["backbone"]["image_size"] = 224  # the only size whose ImageNet weights are cached
-    params["finetune"].update(layers=11, epochs=2, head_epochs=2)
-    # off by default (one model, as params.yaml); where a test turns it on, landscape and larger
-    # than 224, as TrashNet's photos are: the model's input is then the view's size
-    height, width = (240, 320) if native_view else (0, 0)
-    params["native_view"].update(height=height, width=width)
+    params["finetune"].update(layers=11, epochs=2, warmup_epochs=2)
     params["train"].update(epochs=3, patience=3)
     params["evaluate"]["min_accuracy"] = 0.0
     params["export"]["max_int8_drop"] = 1.0  # a 2-epoch model on 9 test images: no int8 gate
@@ -63,7 +59,7 @@ def tiny_params(data_path: str, native_view: bool = False) -> dict:
     return params
 
 
-def make_pipeline_repo(root: Path, native_view: bool = False) -> Path:
+def make_pipeline_repo(root: Path) -> Path:
     """A git repo holding the pipeline's files and a tiny generated data set (gitignored)."""
     root.mkdir(parents=True, exist_ok=True)
     for name in PIPELINE_FILES:
@@ -73,7 +69,7 @@ def make_pipeline_repo(root: Path, native_view: bool = False) -> Path:
         elif src.exists():
             shutil.copy2(src, root / name)
     g.make_class_folders(root / "rawdata", TINY_CLASSES, size=(64, 48))
-    (root / "params.yaml").write_text(yaml.safe_dump(tiny_params("rawdata", native_view),
+    (root / "params.yaml").write_text(yaml.safe_dump(tiny_params("rawdata"),
                                                 sort_keys=False))
     (root / ".gitignore").write_text("/rawdata\n/mlflow.db\n/mlruns/\n/mlartifacts/\n")
     run(["git", "init", "-q"], root)

@@ -79,3 +79,12 @@ def test_fresh_variants_mixup_blends_images_and_labels_alike():
         assert found, f"row {i} is not one blend of two images and their labels"
     with pytest.raises(Exception, match="mixup_alpha"):
         FreshVariants(images, labels, 3, None, identity_cfg, 4, seed=1, mixup_alpha=-1)
+
+
+def test_shifts_are_fractions_of_each_side_of_a_landscape_image():
+    rng = np.random.default_rng(1)
+    image = rng.uniform(0, 255, (1, 8, 16, 3)).astype(np.float32)  # 8 high, 16 wide
+    across = apply_plan(image, [{**IDENTITY, "shift_x": 0.25}], "constant")[0]
+    np.testing.assert_allclose(across[:, 4:], image[0, :, :-4], atol=1e-3)  # 4 = 0.25 * 16
+    down = apply_plan(image, [{**IDENTITY, "shift_y": 0.25}], "constant")[0]
+    np.testing.assert_allclose(down[2:], image[0, :-2], atol=1e-3)  # 2 = 0.25 * 8

@@ -154,3 +154,101 @@ def test_head_starts_from_the_fine_tuned_head_and_keeps_it_unless_beaten(tmp_pat
     result = fit_head(wide, (x, y), (x[:30], y[:30]), cfg, tmp_path / "c.csv",
                       start=tmp_path / "head.weights.h5")
     assert not result.kept_start and wide.get_weights()[0].shape == (1280, 64)
+
+
+@pytest.mark.parametrize("value, size", [(224, (224, 224)), ([240, 320], (240, 320)),
+                                         ((96, 128), (96, 128))])
+def test_image_size_is_a_side_or_height_and_width(value, size):
+    from wastesort.preprocess import image_size
+
+    assert image_size(value) == size
+    assert BackboneSpec.from_params({"image_size": value}, {}).image_size == size
+
+
+@pytest.mark.parametrize("value", [[240], [240, 320, 3], "224", 16, [240, 20], [240.0, 320],
+                                   True])
+def test_a_bad_image_size_names_the_field(value):
+    from wastesort.preprocess import image_size
+
+    with pytest.raises(ConfigError, match=r"backbone\.image_size must be a whole number"):
+        image_size(value)
+
+
+@pytest.mark.parametrize("height, width, refused", [
+    (512, 384, True),    # the old native view: a portrait input for landscape photos
+    (240, 180, True),
+    (384, 512, False),   # the photos' own aspect ratio
+    (224, 224, False),   # square: a squash, not a swap
+    (300, 512, False)])
+def test_an_input_that_swaps_the_photos_height_and_width_is_refused(height, width, refused):
+    from wastesort.preprocess import check_orientation
+
+    widths, heights = [512] * 9 + [384], [384] * 9 + [512]  # TrashNet: 512 wide, 384 high
+    if refused:
+        with pytest.raises(ConfigError, match=rf"backbone\.image_size is {height} high x "
+                           rf"{width} wide, but the photos are typically 384 high x 512 wide; "
+                           rf"swap them to \[{width}, {height}\]"):
+            check_orientation((height, width), widths, heights)
+    else:
+        check_orientation((height, width), widths, heights)
+    check_orientation((height, width), [], [])  # nothing known: nothing to refuse
+
+
+def test_non_square_resize_matches_keras():
+    import keras
+
+    rng = np.random.default_rng(2)
+    image = rng.integers(0, 256, size=(97, 61, 3)).astype(np.uint8)
+    ours = resize(image, (48, 40))
+    theirs = keras.layers.Resizing(48, 40)(image[None].astype(np.float32)).numpy()[0]
+    assert ours.shape == (48, 40, 3)
+    np.testing.assert_allclose(ours, theirs, atol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "efficientnet_lite0"])
+def test_a_landscape_input_runs_through_the_model_and_its_tflite_file(name, tmp_path):
+    import keras
+
+    from wastesort import export
+    from wastesort.litert import LiteModel
+    from wastesort.model import cache_model
+    from wastesort.predict import input_size
+
+    clf = build_classifier(3, BackboneSpec((48, 64), None, 0, name), seed=3)
+    assert input_size(clf.model) == (48, 64)
+    assert tuple(cache_model(clf).input.shape[1:3]) == (48, 64)
+    images = np.random.default_rng(4).integers(0, 256, (2, 96, 128, 3)).astype(np.float32)
+    got = np.asarray(clf.model(images, training=False))
+    clf.model.save(tmp_path / "model.keras")
+    loaded = keras.models.load_model(tmp_path / "model.keras")
+    lite = LiteModel(export.to_float32(loaded))
+    assert lite.input_size == (48, 64)
+    np.testing.assert_allclose(lite.predict(resize_batch(list(images), (48, 64))), got,
+                               atol=1e-4)
+
+
+def test_features_refuses_a_swapped_input_size_before_any_work(tmp_path, monkeypatch, capsys):
+    import runpy
+
+    import pandas as pd
+    import yaml
+
+    from tests.conftest import REPO
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["backbone"].update(image_size=[512, 384], weights="none")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / "data/split").mkdir(parents=True)
+    for name in ("train", "val", "test"):
+        pd.DataFrame({"path": ["a/1.jpg", "b/2.jpg"], "label": ["a", "b"],
+                      "width": [512, 512], "height": [384, 384]}).to_csv(
+            tmp_path / f"data/split/{name}.csv", index=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(REPO / "stages/features.py"), run_name="__main__")
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == ("features: error: params.yaml: backbone.image_size is 512 high x 384 "
+                       "wide, but the photos are typically 384 high x 512 wide; swap them to "
+                       "[384, 512] (or use one number for a square)")
+    assert not (tmp_path / "data/features").exists()

@@ -90,7 +90,6 @@ def test_pipeline_outputs(repo):
     assert (repo / "data/finetuned/backbone_top.weights.h5").is_file()
     tuned = read_json(repo / "metrics/finetune.json")
     assert tuned["layers"] == 11 and tuned["epochs_run"] >= 2
-    assert read_json(repo / "metrics/native_view.json")["enabled"] is False  # one model
     ev = read_json(repo / "metrics/evaluate.json")
     assert set(ev) >= {"accuracy", "macro_f1", "per_class", "gate_passed"}
     assert set(ev["per_class"]) == {"cardboard", "glass", "metal"}
@@ -108,8 +107,7 @@ def test_saved_model_carries_the_fine_tuned_top(repo):
     from wastesort.predict import input_size
 
     model = keras.models.load_model(repo / "models/model.keras")
-    assert input_size(model) == (224, 224)  # one model (the native view is off)
-    assert "native_backbone" not in {layer.name for layer in model.layers}
+    assert input_size(model) == (224, 224)
     saved = model.get_layer("backbone_top")
     params = yaml.safe_load((repo / "params.yaml").read_text())
     spec = BackboneSpec.from_params(params["backbone"], params["finetune"])
@@ -329,7 +327,7 @@ def test_tiny_pipeline_runs_on_the_other_backbone_family(pipeline_repo, tmp_path
     shutil.copytree(pipeline_repo, repo, symlinks=True)
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["backbone"].update(name=name, weights="none", image_size=32)
-    params["finetune"].update(layers="all", epochs=1, head_epochs=1)
+    params["finetune"].update(layers="all", epochs=1, warmup_epochs=1)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = run(["dvc", "repro", "evaluate"], repo, env=repo_env(repo))
     assert "Running stage 'finetune'" in out.stdout and "Running stage 'evaluate'" in out.stdout

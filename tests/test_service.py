@@ -364,8 +364,8 @@ def test_two_clones_serve_their_own_champions_from_one_store(pipeline_repo, tmp_
     store = tmp_path / "one-store"
     run(["wastesort", "import-champion"], pipeline_repo,
         env=repo_env(pipeline_repo, BENTOML_HOME=str(store)))
-    other = make_pipeline_repo(tmp_path / "other", native_view=False)
-    params = tiny_params("rawdata", native_view=False)
+    other = make_pipeline_repo(tmp_path / "other")
+    params = tiny_params("rawdata")
     params["data"]["classes"] = ["metal", "glass"]
     params["finetune"]["layers"] = 0  # a head on frozen features is enough for this clone
     (other / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

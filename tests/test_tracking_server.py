@@ -10,7 +10,6 @@ import shutil
 import mlflow
 import pytest
 import requests
-import yaml
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import repo_env, run, serving
@@ -23,21 +22,15 @@ pytestmark = pytest.mark.slow
 def team_repo(team_server, pipeline_repo, tmp_path_factory):
     """A clone of the session's tiny pipeline, its data stages done and no tracking store of its
     own, whose next `dvc repro` runs with MLFLOW_TRACKING_URI naming the team server: every
-    stage that tracks (finetune, forced, then native_view to register) tracks into it. It turns
-    the optional native view on (the session's pipeline runs the default, one model), so the
-    two-view model goes through a real pipeline, the registry and `bentoml serve` too."""
+    stage that tracks (finetune, forced, then train to register) tracks into it."""
     url, _ = team_server
     repo = tmp_path_factory.mktemp("team") / "repo"
     shutil.copytree(pipeline_repo, repo, symlinks=True,
                     ignore=lambda folder, names: {"mlflow.db"} & set(names))
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["native_view"].update(height=240, width=320)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    run(["git", "commit", "-qam", "the native view on"], repo)
     env = repo_env(repo, MLFLOW_TRACKING_URI=url)
     run(["dvc", "repro", "-f", "-s", "finetune"], repo, env=env)
     out = run(["dvc", "repro"], repo, env=env).stdout
-    assert "Running stage 'native_view'" in out and "Running stage 'register'" in out
+    assert "Running stage 'train'" in out and "Running stage 'register'" in out
     assert "Running stage 'features'" not in out
     assert not (repo / "mlflow.db").exists()  # nothing tracked beside the clone
     return repo
@@ -58,26 +51,6 @@ def test_pipeline_run_lives_on_postgres_with_proxied_artifacts(team_server, team
     champion = client.get_model_version_by_alias("wastesort", "champion")
     assert champion.run_id == run_id
     assert read_json(team_repo / "registry/receipt.json")["version"] == str(champion.version)
-
-
-def test_the_native_view_is_a_second_input_at_the_photos_aspect_ratio(team_repo):
-    import keras
-
-    from wastesort.predict import input_size
-
-    view = read_json(team_repo / "metrics/native_view.json")
-    assert view["enabled"] and (view["height"], view["width"]) == (240, 320)
-    trained = read_json(team_repo / "metrics/train.json")
-    assert {"val_accuracy_fine_tuned", "val_accuracy_native_view",
-            "val_accuracy_two_views"} <= set(trained)
-    model = keras.models.load_model(team_repo / "models/model.keras")
-    # both views: the fine-tuned 224 px one and the frozen one at 240 x 320, the input size
-    assert input_size(model) == (240, 320)
-    assert tuple(model.get_layer("native_backbone").input.shape[1:3]) == (240, 320)
-    exported = read_json(team_repo / "metrics/export.json")
-    assert exported["passed"] and exported["float32"]["top1_agreement"] >= 0.995
-    # the fine-tuned EfficientNet-Lite0 and the native MobileNetV2: about 6.9 MB in int8
-    assert 5_000_000 < exported["int8"]["bytes"] <= 7_500_000
 
 
 def test_fine_tuning_epochs_reach_the_server_while_it_trains(team_server, team_repo):

@@ -68,8 +68,9 @@ def make_plan(train: pd.DataFrame, cfg: dict[str, Any]) -> pd.DataFrame:
     return plan[PLAN_COLUMNS].round(6)
 
 
-def inverse_affine(row: dict[str, Any], size: int) -> list[float]:
-    """Keras ``affine_transform`` vector (output pixel -> input pixel) for one plan row."""
+def inverse_affine(row: dict[str, Any], size: tuple[int, int]) -> list[float]:
+    """Keras ``affine_transform`` vector (output pixel -> input pixel) for one plan row on an
+    image of ``size`` (height, width); shifts are fractions of each side."""
     theta, shear = math.radians(row["rotation"]), math.radians(row["shear"])
     fx = -1.0 if row["flip_h"] else 1.0
     fy = -1.0 if row["flip_v"] else 1.0
@@ -77,18 +78,19 @@ def inverse_affine(row: dict[str, Any], size: int) -> list[float]:
     shear_m = np.array([[1.0, math.tan(shear)], [0.0, 1.0]])
     forward = rot @ shear_m @ np.diag([row["zoom"] * fx, row["zoom"] * fy])
     inverse = np.linalg.inv(forward)
-    centre = np.array([(size - 1) / 2.0] * 2)
-    shift = np.array([row["shift_x"], row["shift_y"]]) * size
+    height, width = size
+    centre = np.array([(width - 1) / 2.0, (height - 1) / 2.0])
+    shift = np.array([row["shift_x"] * width, row["shift_y"] * height])
     offset = centre - inverse @ (centre + shift)
     return [inverse[0, 0], inverse[0, 1], offset[0], inverse[1, 0], inverse[1, 1], offset[1],
             0.0, 0.0]
 
 
 def apply_plan(images: np.ndarray, rows: list[dict[str, Any]], fill_mode: str) -> np.ndarray:
-    """Apply plan rows to a batch of square float images in [0, 255] (one row per image)."""
+    """Apply plan rows to a batch of float images in [0, 255] (one row per image)."""
     from keras import ops
 
-    size = images.shape[1]
+    size = images.shape[1:3]
     transforms = np.array([inverse_affine(r, size) for r in rows], dtype=np.float32)
     out = ops.image.affine_transform(images, transforms, interpolation="bilinear",
                                      fill_mode=fill_mode)

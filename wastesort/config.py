@@ -26,7 +26,31 @@ def load_params(path: str | os.PathLike = PARAMS_FILE) -> dict[str, Any]:
         params = yaml.safe_load(fh) or {}
     if not isinstance(params, dict):
         raise ConfigError(f"{path}: expected a mapping of sections, got {type(params).__name__}")
+    check_moved(params, path)
     return params
+
+
+# Parameters that moved (README, "Upgrading"): old section.key -> new section.key or None
+MOVED = {
+    "finetune.head_dense_units": "head.dense_units", "train.dense_units": "head.dense_units",
+    "finetune.head_dropout": "head.dropout", "train.dropout": "head.dropout",
+    "finetune.label_smoothing": "head.label_smoothing",
+    "train.label_smoothing": "head.label_smoothing",
+    "finetune.head_lr": "finetune.warmup_lr", "finetune.head_epochs": "finetune.warmup_epochs",
+    "finetune.head_patience": "finetune.warmup_patience",
+    "native_view": None,
+}
+
+
+def check_moved(params: dict[str, Any], path: Path) -> None:
+    """A parameter of an earlier version is named with where it went, in one line."""
+    for old, new in MOVED.items():
+        section_name, _, key = old.partition(".")
+        value = params.get(section_name)
+        if key and not (isinstance(value, dict) and key in value) or not key and value is None:
+            continue
+        where = f"it is now {new}" if new else "it was removed (one model; README, Upgrading)"
+        raise ConfigError(f"{path}: {old} is no longer a parameter: {where}")
 
 
 def section(params: dict[str, Any], name: str) -> dict[str, Any]:

@@ -41,7 +41,7 @@ def extract_split(trunk, root: Path, split: pd.DataFrame, plan: pd.DataFrame | N
                   cfg: dict[str, Any], name: str, dtype: str = "float16"
                   ) -> dict[str, np.ndarray]:
     """Features for every image of a split (variant 0) and, for train, each planned variant."""
-    size, chunk = int(cfg["image_size"]), int(cfg["batch_size"])
+    size, chunk = preprocess.image_size(cfg["image_size"]), int(cfg["batch_size"])
     plan_by_path = {p: g.to_dict("records") for p, g in plan.groupby("path")} if plan is not None \
         else {}
     feats, labels, paths, variants = [], [], [], []

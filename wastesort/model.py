@@ -15,7 +15,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from wastesort import backbones
+from wastesort import backbones, preprocess
 from wastesort.config import ConfigError
 
 ALL_LAYERS = -1  # finetune.layers: all
@@ -23,10 +23,13 @@ ALL_LAYERS = -1  # finetune.layers: all
 
 @dataclass(frozen=True)
 class BackboneSpec:
-    image_size: int = 224
+    image_size: tuple[int, int] = (224, 224)  # (height, width) the photo is resized to
     weights: str | None = "imagenet"  # "imagenet", a local weights file, or None for random
     fine_tune_layers: int = 0  # top K backbone layers above the cached cut (0: none, -1: all)
     name: str = "mobilenet_v2"
+
+    def __post_init__(self):  # a whole number is a square
+        object.__setattr__(self, "image_size", preprocess.hw(self.image_size))
 
     @classmethod
     def from_params(cls, backbone_cfg: dict[str, Any], finetune_cfg: dict[str, Any]
@@ -40,18 +43,18 @@ class BackboneSpec:
                               f">= 0, got {k!r}")
         k = ALL_LAYERS if k == "all" else k
         name = backbones.check_name(str(backbone_cfg.get("name", "mobilenet_v2")))
-        return cls(int(backbone_cfg.get("image_size", 224)), weights, k, name)
+        return cls(preprocess.image_size(backbone_cfg.get("image_size", 224)), weights, k, name)
 
 
 def preprocessing(spec: BackboneSpec) -> list[keras.layers.Layer]:
     """Resize (bilinear, whole image) then the backbone's scaling of [0, 255] pixels."""
     scale, offset = backbones.SCALING[spec.name]
-    return [keras.layers.Resizing(spec.image_size, spec.image_size, name="resize"),
+    return [keras.layers.Resizing(*spec.image_size, name="resize"),
             keras.layers.Rescaling(scale, offset=offset, name="scale_to_unit_range")]
 
 
 def backbone(spec: BackboneSpec) -> keras.Model:
-    return backbones.load(spec.name, (spec.image_size, spec.image_size, 3), spec.weights)
+    return backbones.load(spec.name, (*spec.image_size, 3), spec.weights)
 
 
 def split_backbone(net: keras.Model, k: int) -> tuple[keras.Model | None, keras.Model | None]:
@@ -130,11 +133,11 @@ def build_classifier(n_classes: int, spec: BackboneSpec, dense_units: int = 128,
     model = keras.Model(image, classify(pooled(x)), name="wastesort_classifier")
 
     size = spec.image_size
-    trunk_in = keras.Input(shape=(size, size, 3), name="resized_image")
+    trunk_in = keras.Input(shape=(*size, 3), name="resized_image")
     scale = preprocessing(spec)[1]
     if bottom is None:  # the whole backbone is fine-tuned: the trunk passes resized images on
         trunk_out = keras.layers.Identity(name="resized")(trunk_in)
-        act_in = keras.Input(shape=(size, size, 3), name="activations")
+        act_in = keras.Input(shape=(*size, 3), name="activations")
         top_in = scale(act_in)
     else:
         trunk_out = bottom(scale(trunk_in), training=False)

@@ -21,7 +21,7 @@ from wastesort.preprocess import load_for_model
 
 def input_size(model) -> tuple[int, int]:
     """The (height, width) the model's input is resized to: its largest ``Resizing`` layer
-    (224 x 224; the native view's when the model has one)."""
+    (``backbone.image_size``)."""
     import keras
 
     sizes = [(int(layer.height), int(layer.width)) for layer in model.layers

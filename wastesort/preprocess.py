@@ -10,9 +10,12 @@ pipeline's own images are decoded in full.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from wastesort import images
+from wastesort.config import ConfigError
 
 
 def _axis(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -31,6 +34,37 @@ Size = int | tuple[int, int]
 def hw(size: Size) -> tuple[int, int]:
     """An input size as (height, width): a whole number is a square."""
     return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def image_size(value: Any) -> tuple[int, int]:
+    """``backbone.image_size`` as (height, width): a whole number is a square, [height, width]
+    keeps an aspect ratio (TrashNet's photos: [240, 320])."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value, value]
+    if (not isinstance(value, (list, tuple)) or len(value) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 32
+                       for v in value)):
+        raise ConfigError("params.yaml: backbone.image_size must be a whole number of pixels "
+                          f"(a square) or [height, width], each at least 32, got {value!r}")
+    return int(value[0]), int(value[1])
+
+
+def check_orientation(size: tuple[int, int], widths, heights) -> None:
+    """A non-square input must keep the photos' orientation: a portrait input for landscape
+    photos (or the reverse) stretches every one of them, so it is refused, naming the photos'
+    typical size. A square input squashes both alike and is always accepted."""
+    widths, heights = np.asarray(widths, float), np.asarray(heights, float)
+    known = (widths > 0) & (heights > 0) if widths.shape == heights.shape else np.zeros(0, bool)
+    if not known.any():
+        return
+    photo = float(np.median(widths[known] / heights[known]))
+    height, width = size
+    if (photo - 1) * (width / height - 1) < 0 and abs(np.log(photo)) > np.log(1.1):
+        w, h = int(np.median(widths[known])), int(np.median(heights[known]))
+        raise ConfigError(
+            f"params.yaml: backbone.image_size is {height} high x {width} wide, but the photos "
+            f"are typically {h} high x {w} wide; swap them to [{width}, {height}] (or use one "
+            "number for a square)")
 
 
 def resize(image: np.ndarray, size: Size) -> np.ndarray:

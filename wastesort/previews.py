@@ -12,7 +12,7 @@ from wastesort.features import load_resized
 
 
 def plot_augment_preview(root: Path, plan: pd.DataFrame, cfg: dict[str, Any], path: Path,
-                         size: int, max_pixels: int = 10**9) -> None:
+                         size: tuple[int, int], max_pixels: int = 10**9) -> None:
     import matplotlib
 
     matplotlib.use("Agg")

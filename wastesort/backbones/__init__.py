@@ -55,7 +55,8 @@ def _mobilenet_v2(input_shape: tuple, weights: str | None) -> keras.Model:
             "the Keras cache, or set backbone.weights to a local .h5 path") from None
 
 
-def weights_sha256(name: str, weights: str | None, image_size: int = 224) -> str:
+def weights_sha256(name: str, weights: str | None, image_size: tuple[int, int] = (224, 224)
+                   ) -> str:
     """SHA-256 of the weights file a backbone was loaded from ("" for random weights)."""
     if weights is None:
         return ""
@@ -63,7 +64,8 @@ def weights_sha256(name: str, weights: str | None, image_size: int = 224) -> str
         path = Path(weights)
     elif name == "mobilenet_v2":
         home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
-        size = image_size if image_size in (96, 128, 160, 192, 224) else 224
+        height, width = image_size  # Keras loads the 224 px file for other and non-square sizes
+        size = height if height == width and height in (96, 128, 160, 192, 224) else 224
         path = home / "models" / MOBILENET_V2_FILE.format(size=size)
     else:
         from wastesort.backbones import efficientnet_lite

@@ -3,8 +3,7 @@
 - ``fitting``: the one training loop (``fit``), the fine-tuning phase and the head, class
   weights, the temperature folded into the head;
 - ``distribute``: where training runs (one device, ``MirroredStrategy``,
-  ``MultiWorkerMirroredStrategy``), mixed precision;
-- ``native_view``: the second, frozen view at the photos' own resolution, and the two-view model.
+  ``MultiWorkerMirroredStrategy``), mixed precision.
 
 Imports point down only: these modules use ``wastesort.model``, ``calibration``, ``features`` and
 ``config``; the stages import them, and within ``wastesort`` only ``stage`` does (``distribute``,

@@ -239,7 +239,7 @@ def fit_head(head, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, 
         try:
             head.load_weights(start)
             start_weights = [w.copy() for w in head.get_weights()]
-        except ValueError:  # another head shape (e.g. train.dense_units changed)
+        except ValueError:  # another head shape (e.g. finetune.layers was 0)
             head.set_weights(untrained)
     if start_weights is None:
         return fit(head, train, val, cfg, history_csv, callbacks)
