@@ -391,3 +391,35 @@ def test_two_clones_serve_their_own_champions_from_one_store(pipeline_repo, tmp_
     receipts = [json.loads((r / "registry/receipt.json").read_text()) for r in (pipeline_repo, other)]
     assert first["model"]["bento_model"] == receipts[0]["bento_model"]
     assert second["model"]["bento_model"] == receipts[1]["bento_model"] != receipts[0]["bento_model"]
+
+
+def test_the_local_registry_is_read_as_mlflow_reads_it(pipeline_repo, tmp_path):
+    """The service reads the alias from a local mlflow.db without importing MLflow; it must
+    give what MLflow's client gives, follow the alias when it moves, and step aside (None)
+    when it cannot tell."""
+    import shutil
+    from types import SimpleNamespace
+
+    from mlflow import MlflowClient
+
+    from wastesort.serving.champion import from_mlflow, from_sqlite_registry
+
+    db = tmp_path / "mlflow.db"
+    shutil.copy2(pipeline_repo / "mlflow.db", db)
+    uri = f"sqlite:///{db}"
+    cfg = SimpleNamespace(model_name="wastesort", alias="champion")
+    assert from_sqlite_registry(cfg, uri) == from_mlflow(cfg, uri)
+    client = MlflowClient(uri, registry_uri=uri)
+    first = client.get_model_version_by_alias("wastesort", "champion")
+    moved = client.create_model_version("wastesort", first.source, run_id=first.run_id,
+                                        tags={"bento_model": "wastesort:moved",
+                                              "tflite_float32_sha256": "ab" * 32})
+    client.set_registered_model_alias("wastesort", "champion", moved.version)
+    fast = from_sqlite_registry(cfg, uri)
+    assert fast == from_mlflow(cfg, uri)
+    assert (fast.version, fast.bento_tag) == (str(moved.version), "wastesort:moved")
+    assert fast.sha256["float32"] == "ab" * 32
+    assert from_sqlite_registry(SimpleNamespace(model_name="wastesort", alias="other"),
+                                uri) is None
+    assert from_sqlite_registry(cfg, "postgresql://127.0.0.1/mlflow") is None
+    assert from_sqlite_registry(cfg, f"sqlite:///{tmp_path / 'absent.db'}") is None
