@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from wastesort import artifacts, features
+from wastesort import artifacts, features, preprocess
 from wastesort.config import ConfigError
 from wastesort.data.gallery import plot_grid
 
@@ -54,7 +54,7 @@ def load_originals(feature_dir: Path) -> dict[str, np.ndarray]:
 
 
 def frozen_features(extractor, cached: np.ndarray, root: Path, paths: np.ndarray,
-                    size: tuple[int, int],
+                    size: preprocess.Size,
                     max_pixels: int, batch_size: int) -> np.ndarray:
     """Pooled features of each image from ``extractor`` (resized image in, pooled features out).
 
@@ -63,7 +63,7 @@ def frozen_features(extractor, cached: np.ndarray, root: Path, paths: np.ndarray
     inside the backbone (any other cut; the images are then decoded anew from ``root``)."""
     if cached.ndim == 2:
         return cached.astype(np.float32)
-    is_images = cached.dtype == np.uint8 and cached.shape[1:] == (*size, 3)
+    is_images = cached.dtype == np.uint8 and cached.shape[1:] == (*preprocess.hw(size), 3)
     out = []
     for start in range(0, len(paths), CHUNK):
         batch = (cached[start:start + CHUNK].astype(np.float32) if is_images else
