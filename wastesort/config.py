@@ -47,7 +47,8 @@ def check_moved(params: dict[str, Any], path: Path) -> None:
     for old, new in MOVED.items():
         section_name, _, key = old.partition(".")
         value = params.get(section_name)
-        if key and not (isinstance(value, dict) and key in value) or not key and value is None:
+        present = isinstance(value, dict) and key in value if key else value is not None
+        if not present:
             continue
         where = f"it is now {new}" if new else "it was removed (one model; README, Upgrading)"
         raise ConfigError(f"{path}: {old} is no longer a parameter: {where}")
