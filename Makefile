@@ -2,8 +2,10 @@
 UV_VERSION ?= 0.13.9
 UV ?= uv
 DATA ?= ../shared/data/trashnet
+# `dvc exp show` columns that are not headline metrics or params: deps and outs' hashes
+EXP_DROP ?= .*/|export$$|models$$
 
-.PHONY: help setup setup-gpu browser postgres test repro-trashnet serve tracking-server bench lock
+.PHONY: help setup setup-gpu browser postgres test test-fast exps lint format deps repro-trashnet serve tracking-server bench lock
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -28,8 +30,25 @@ browser:  ## Debian's chromium for the upload-page test (needs root or sudo)
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
 
-test:  ## the test suite (same command as the README and CI)
+test:  ## the whole test suite (same command as the README and CI)
 	$(UV) run pytest
+
+test-fast:  ## the edit loop: tests/code, data and model without the slow ones (no pipeline, no servers)
+	$(UV) run pytest -m "not slow" tests/code tests/data tests/model
+
+exps:  ## compare experiments: headline metrics and the params that differ (fits 160 columns)
+	$(UV) run dvc exp show --no-pager --only-changed --drop '$(EXP_DROP)'
+
+lint:  ## ruff: lint and format check (CI runs it)
+	$(UV) run ruff check .
+	$(UV) run ruff format --check .
+
+format:  ## ruff: fix what it can and format the code
+	$(UV) run ruff check --fix .
+	$(UV) run ruff format .
+
+deps:  ## rewrite each DVC stage's code deps from its imports (tests/code/test_stage_deps.py checks them)
+	$(UV) run python scripts/stage_deps.py --write
 
 repro-trashnet:  ## run the whole pipeline on DATA (default ../shared/data/trashnet)
 	$(UV) run dvc exp run -q -S data.path=$(DATA) -S 'data.classes=[]'

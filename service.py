@@ -6,6 +6,7 @@ runs the registered TFLite file under LiteRT. The model is exactly the version t
 registry's alias (``champion``) points at; if its files are missing or differ, `bentoml serve`
 stops with one line that says what to run.
 """
+
 from __future__ import annotations
 
 import sys
@@ -18,8 +19,18 @@ import numpy as np
 from wastesort import webui
 from wastesort.config import ConfigError
 from wastesort.images import ImageRejected
-from wastesort.serving import (STATUS_FOR, Batcher, ServeConfig, UploadGuard, bento_entry,
-                               describe, error_body, load_champion, load_upload, resolve_once)
+from wastesort.serving import (
+    STATUS_FOR,
+    Batcher,
+    ServeConfig,
+    UploadGuard,
+    bento_entry,
+    describe,
+    error_body,
+    load_champion,
+    load_upload,
+    resolve_once,
+)
 from wastesort.serving.guard import SENT_FIELD_HEADER
 
 try:
@@ -41,15 +52,18 @@ class WasteSort:
         self.champion = load_champion(CFG, CHAMPION, self.bento_model)
         self.batcher = Batcher(self.champion.predict, CFG.max_batch_size)
         self.model_info = self.champion.info()
-        self.batcher(np.zeros((1, *self.champion.input_size, 3),
-                              np.float32))  # warm the interpreter up before /readyz
+        self.batcher(
+            np.zeros((1, *self.champion.input_size, 3), np.float32)
+        )  # warm the interpreter up before /readyz
 
     def answer(self, uploads: list[tuple[str, Path]]) -> list[dict[str, Any]]:
         size = self.champion.input_size
-        batch = np.stack([load_upload(path.read_bytes(), CFG, size, field)
-                          for field, path in uploads])
-        return [describe(self.champion.labels, p, CFG, self.model_info)
-                for p in self.batcher(batch)]
+        batch = np.stack(
+            [load_upload(path.read_bytes(), CFG, size, field) for field, path in uploads]
+        )
+        return [
+            describe(self.champion.labels, p, CFG, self.model_info) for p in self.batcher(batch)
+        ]
 
     def one(self, field: str, image: Path, ctx: bentoml.Context) -> dict[str, Any]:
         try:
@@ -85,15 +99,21 @@ class WasteSort:
     @bentoml.api(route="/about")
     def about(self) -> dict[str, Any]:
         """The served model: registry name, version, alias, file format, labels, input size."""
-        return {**self.model_info, "labels": self.champion.labels,
-                "input_size": list(self.champion.input_size),
-                "test_accuracy": self.champion.metadata.get("test_accuracy")}
+        return {
+            **self.model_info,
+            "labels": self.champion.labels,
+            "input_size": list(self.champion.input_size),
+            "test_accuracy": self.champion.metadata.get("test_accuracy"),
+        }
 
 
 FORM_OVERHEAD = 64 * 1024
 WasteSort.add_asgi_middleware(
-    UploadGuard, fields={"/classify": ("image",), "/predict": ("file", "image"),
-                         "/classify_batch": ("images",)},
-    max_body_bytes={"/classify": CFG.max_upload_bytes + FORM_OVERHEAD,
-                    "/predict": CFG.max_upload_bytes + FORM_OVERHEAD,
-                    "/classify_batch": CFG.max_batch_size * CFG.max_upload_bytes + FORM_OVERHEAD})
+    UploadGuard,
+    fields={"/classify": ("image",), "/predict": ("file", "image"), "/classify_batch": ("images",)},
+    max_body_bytes={
+        "/classify": CFG.max_upload_bytes + FORM_OVERHEAD,
+        "/predict": CFG.max_upload_bytes + FORM_OVERHEAD,
+        "/classify_batch": CFG.max_batch_size * CFG.max_upload_bytes + FORM_OVERHEAD,
+    },
+)

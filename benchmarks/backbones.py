@@ -9,6 +9,7 @@ and their sizes.
 
     python benchmarks/backbones.py [--batches 6] [--out benchmarks/results/backbones.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,14 +21,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pipeline import cpu_model  # noqa: E402
 
-SIZES = {"mobilenet_v2": 224, "efficientnet_lite0": 224, "efficientnet_lite1": 240,
-         "efficientnet_lite2": 260}
+SIZES = {
+    "mobilenet_v2": 224,
+    "efficientnet_lite0": 224,
+    "efficientnet_lite1": 240,
+    "efficientnet_lite2": 260,
+}
 
 
 def measure(name: str, size: int, batches: int) -> dict[str, float]:
-    import numpy as np
-
     import keras
+    import numpy as np
 
     from wastesort import export
     from wastesort.litert import LiteModel
@@ -47,16 +51,20 @@ def measure(name: str, size: int, batches: int) -> dict[str, float]:
         fn()
         return images / (time.perf_counter() - start)
 
-    out = {"train": rate(lambda: clf.top.fit(x, y, batch_size=32, epochs=1, verbose=0), n),
-           "forward": rate(lambda: clf.top.predict(x, batch_size=32, verbose=0), n)}
+    out = {
+        "train": rate(lambda: clf.top.fit(x, y, batch_size=32, epochs=1, verbose=0), n),
+        "forward": rate(lambda: clf.top.predict(x, batch_size=32, verbose=0), n),
+    }
     set_fine_tuning(clf, False)
-    for kind, content in (("float32", export.to_float32(clf.model)),
-                          ("int8", export.to_int8(clf.model, x[:8]))):
+    for kind, content in (
+        ("float32", export.to_float32(clf.model)),
+        ("int8", export.to_int8(clf.model, x[:8])),
+    ):
         lite = LiteModel(content, num_threads=1)
         lite.predict(x[:1])
         start = time.perf_counter()
         for i in range(32):
-            lite.predict(x[i:i + 1])
+            lite.predict(x[i : i + 1])
         out[f"{kind}_ms"] = (time.perf_counter() - start) / 32 * 1000
         out[f"{kind}_bytes"] = len(content)
     return out
@@ -73,22 +81,30 @@ def main() -> int:
     stage.load_tensorflow()
     rows = []
     for name in args.names.split(","):
-        rows.append({"backbone": name, "size": SIZES[name],
-                     **measure(name, SIZES[name], args.batches)})
+        rows.append(
+            {"backbone": name, "size": SIZES[name], **measure(name, SIZES[name], args.batches)}
+        )
         print(json.dumps(rows[-1]), flush=True)
     base = rows[0]
     cpu = cpu_model()
-    lines = [f"CPU: {cpu}; command: `python benchmarks/backbones.py --batches {args.batches}`",
-             "", "| backbone | px | train img/s | forward img/s | train cost vs first | "
-             "float32 ms | int8 ms | int8 MB |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"CPU: {cpu}; command: `python benchmarks/backbones.py --batches {args.batches}`",
+        "",
+        "| backbone | px | train img/s | forward img/s | train cost vs first | "
+        "float32 ms | int8 ms | int8 MB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['backbone']} | {r['size']} | {r['train']:.1f} | {r['forward']:.1f} "
-                     f"| {base['train'] / r['train']:.2f}x | {r['float32_ms']:.1f} | "
-                     f"{r['int8_ms']:.1f} | {r['int8_bytes'] / 1e6:.2f} |")
+        lines.append(
+            f"| {r['backbone']} | {r['size']} | {r['train']:.1f} | {r['forward']:.1f} "
+            f"| {base['train'] / r['train']:.2f}x | {r['float32_ms']:.1f} | "
+            f"{r['int8_ms']:.1f} | {r['int8_bytes'] / 1e6:.2f} |"
+        )
     print("\n".join(lines))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"cpu": cpu, "batches": args.batches, "rows": rows},
-                                         indent=2) + "\n")
+    Path(args.out).write_text(
+        json.dumps({"cpu": cpu, "batches": args.batches, "rows": rows}, indent=2) + "\n"
+    )
     return 0
 
 

@@ -4,6 +4,7 @@ from the MLflow registry) and answers `POST /predict` (field `file`).
 
     python benchmarks/flask_baseline.py --port 5000   # in a repo with a champion
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,8 +43,9 @@ def main() -> None:
         x = np.asarray(image.resize((size, size), Image.BILINEAR), np.float32)[None]
         p = model.predict(x, verbose=0)[0]
         best = int(np.argmax(p))
-        return jsonify({"label": labels[best], "confidence": float(p[best]),
-                        "model_version": version.version})
+        return jsonify(
+            {"label": labels[best], "confidence": float(p[best]), "model_version": version.version}
+        )
 
     @app.get("/ready")
     def ready():

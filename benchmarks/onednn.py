@@ -9,13 +9,15 @@ variables must be set before TensorFlow loads) and times, on random pixels and r
 - train: the fine-tuning step of the default recipe (the whole MobileNetV2 at 224 px with
   BatchNorm frozen, the Dense(128) head, Adam, batch 32), images per second;
 - forward 224: the same network's forward pass (features, evaluate), batch 32;
-- forward 512x384: a frozen MobileNetV2 on a large input (the removed native view's old size), batch 16.
+- forward 512x384: a frozen MobileNetV2 on a large input (the removed native view's old
+  size), batch 16.
 
 `ONEDNN_MAX_CPU_ISA=AVX2` caps oneDNN at the kernels an AVX2-only CPU gets, so an AVX-512
 machine also shows what such a CPU gains (its microarchitecture aside).
 
     python benchmarks/onednn.py [--batches 12] [--out benchmarks/results/onednn.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,7 +34,9 @@ from pipeline import ONEDNN_VARS, cpu_model  # noqa: E402
 CONFIGS = {
     "oneDNN, every ISA the CPU has": {"TF_ENABLE_ONEDNN_OPTS": "1"},
     "oneDNN capped at AVX2 (wastesort on an AVX2-only CPU)": {
-        "TF_ENABLE_ONEDNN_OPTS": "1", "ONEDNN_MAX_CPU_ISA": "AVX2"},
+        "TF_ENABLE_ONEDNN_OPTS": "1",
+        "ONEDNN_MAX_CPU_ISA": "AVX2",
+    },
     "Eigen (TensorFlow's default on an AVX2-only CPU)": {"TF_ENABLE_ONEDNN_OPTS": "0"},
 }
 
@@ -63,13 +67,15 @@ def measure(batches: int) -> dict[str, float]:
         fn()
         return images / (time.perf_counter() - start)
 
-    out = {"train": rate(lambda: top.fit(x, y, batch_size=32, epochs=1, verbose=0), n),
-           "forward_224": rate(lambda: top.predict(x, batch_size=32, verbose=0), n)}
-    native = keras.applications.MobileNetV2(input_shape=(512, 384, 3), include_top=False,
-                                            weights=None, pooling="avg")
+    out = {
+        "train": rate(lambda: top.fit(x, y, batch_size=32, epochs=1, verbose=0), n),
+        "forward_224": rate(lambda: top.predict(x, batch_size=32, verbose=0), n),
+    }
+    native = keras.applications.MobileNetV2(
+        input_shape=(512, 384, 3), include_top=False, weights=None, pooling="avg"
+    )
     big = rng.uniform(-1, 1, (16 * max(2, batches // 3), 512, 384, 3)).astype("float32")
-    out["forward_512x384"] = rate(lambda: native.predict(big, batch_size=16, verbose=0),
-                                  len(big))
+    out["forward_512x384"] = rate(lambda: native.predict(big, batch_size=16, verbose=0), len(big))
     return out
 
 
@@ -86,28 +92,44 @@ def main() -> int:
     base.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     rows = []
     for name, extra in CONFIGS.items():
-        proc = subprocess.run([sys.executable, __file__, "--worker", "--batches",
-                               str(args.batches)], env={**base, **extra}, text=True,
-                              capture_output=True)
+        proc = subprocess.run(
+            [sys.executable, __file__, "--worker", "--batches", str(args.batches)],
+            env={**base, **extra},
+            text=True,
+            capture_output=True,
+        )
         if proc.returncode != 0:
             sys.stderr.write(proc.stderr[-3000:])
             return 1
-        rows.append({"config": name, "env": extra,
-                     **json.loads(proc.stdout.strip().splitlines()[-1])})
-        print(f"{name}: " + ", ".join(f"{k} {rows[-1][k]:.1f}" for k in
-                                      ("train", "forward_224", "forward_512x384")), flush=True)
+        rows.append(
+            {"config": name, "env": extra, **json.loads(proc.stdout.strip().splitlines()[-1])}
+        )
+        print(
+            f"{name}: "
+            + ", ".join(
+                f"{k} {rows[-1][k]:.1f}" for k in ("train", "forward_224", "forward_512x384")
+            ),
+            flush=True,
+        )
     cpu = cpu_model()
     eigen = rows[-1]
-    lines = [f"CPU: {cpu}; command: `python benchmarks/onednn.py --batches {args.batches}`", "",
-             "| kernels | train img/s | forward 224 img/s | forward 512x384 img/s | "
-             "train against Eigen |", "|---|---|---|---|---|"]
+    lines = [
+        f"CPU: {cpu}; command: `python benchmarks/onednn.py --batches {args.batches}`",
+        "",
+        "| kernels | train img/s | forward 224 img/s | forward 512x384 img/s | "
+        "train against Eigen |",
+        "|---|---|---|---|---|",
+    ]
     for row in rows:
-        lines.append(f"| {row['config']} | {row['train']:.1f} | {row['forward_224']:.1f} | "
-                     f"{row['forward_512x384']:.1f} | {row['train'] / eigen['train']:.2f}x |")
+        lines.append(
+            f"| {row['config']} | {row['train']:.1f} | {row['forward_224']:.1f} | "
+            f"{row['forward_512x384']:.1f} | {row['train'] / eigen['train']:.2f}x |"
+        )
     print("\n".join(lines))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"cpu": cpu, "batches": args.batches, "rows": rows},
-                                         indent=2) + "\n")
+    Path(args.out).write_text(
+        json.dumps({"cpu": cpu, "batches": args.batches, "rows": rows}, indent=2) + "\n"
+    )
     return 0
 
 

@@ -5,6 +5,7 @@ data.path at --data, runs every stage with `dvc repro -s`, then changes one head
 and times the re-run. Prints a Markdown table and writes JSON to benchmarks/results/.
 Exit code: 1 when a stage fails; the gate is reported, and enforced with --enforce-gate.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,9 @@ ONEDNN_VARS = ("TF_ENABLE_ONEDNN_OPTS", "ONEDNN_MAX_CPU_ISA")
 
 def sh(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, float, str]:
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, env=env, text=True, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT)
+    proc = subprocess.run(
+        cmd, cwd=cwd, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     elapsed = time.perf_counter() - start
     sys.stdout.write(proc.stdout[-4000:])
     sys.stdout.flush()
@@ -50,8 +52,7 @@ def cpu_model() -> str:
     elif os.environ.get("ONEDNN_MAX_CPU_ISA"):
         isa += f", oneDNN capped at {os.environ['ONEDNN_MAX_CPU_ISA']}"
     name = info.get("Model name") or platform.processor() or "unknown"
-    return (f"{name} (family {info.get('CPU family', '?')}, model {info.get('Model', '?')}; "
-            f"{isa})")
+    return f"{name} (family {info.get('CPU family', '?')}, model {info.get('Model', '?')}; {isa})"
 
 
 def main() -> int:
@@ -60,10 +61,18 @@ def main() -> int:
     ap.add_argument("--classes", default="[]", help="YAML list for data.classes")
     ap.add_argument("--workdir", help="clone here instead of a temporary folder")
     ap.add_argument("--enforce-gate", action="store_true", help="exit 1 when the gate fails")
-    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                    help="override one parameter (YAML value), e.g. --set split.seed=0")
-    ap.add_argument("--no-rerun", action="store_true",
-                    help="skip the head-parameter re-run after the cold pipeline")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one parameter (YAML value), e.g. --set split.seed=0",
+    )
+    ap.add_argument(
+        "--no-rerun",
+        action="store_true",
+        help="skip the head-parameter re-run after the cold pipeline",
+    )
     ap.add_argument("--out", default=str(REPO / "benchmarks/results/pipeline.json"))
     args = ap.parse_args()
 
@@ -96,23 +105,39 @@ def main() -> int:
         if code != 0:
             failed = stage
             break
-    result = {"data": str(data), "stage_seconds": timings,
-              "total_seconds": round(sum(timings.values()), 1), "failed_stage": failed,
-              "machine": f"{platform.machine()}, {os.cpu_count()} cores", "cpu": cpu_model(),
-              "overrides": args.set, "commit":
-              subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=work, text=True,
-                             capture_output=True).stdout.strip()}
+    result = {
+        "data": str(data),
+        "stage_seconds": timings,
+        "total_seconds": round(sum(timings.values()), 1),
+        "failed_stage": failed,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "cpu": cpu_model(),
+        "overrides": args.set,
+        "commit": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=work, text=True, capture_output=True
+        ).stdout.strip(),
+    }
     metrics = work / "metrics/evaluate.json"
     if metrics.is_file():
         ev = json.loads(metrics.read_text())
-        result.update(accuracy=ev["accuracy"], macro_f1=ev["macro_f1"], n_test=ev["n_test"],
-                      gate=ev["min_accuracy"], gate_passed=ev["gate_passed"],
-                      per_class_f1={c: v["f1-score"] for c, v in ev["per_class"].items()})
+        result.update(
+            accuracy=ev["accuracy"],
+            macro_f1=ev["macro_f1"],
+            n_test=ev["n_test"],
+            gate=ev["min_accuracy"],
+            gate_passed=ev["gate_passed"],
+            per_class_f1={c: v["f1-score"] for c, v in ev["per_class"].items()},
+        )
     tuned = work / "metrics/finetune.json"
     if tuned.is_file():
         ft = json.loads(tuned.read_text())
-        result.update({k: ft[k] for k in ("epoch_seconds", "train_images_per_second",
-                                           "best_val_accuracy") if k in ft})
+        result.update(
+            {
+                k: ft[k]
+                for k in ("epoch_seconds", "train_images_per_second", "best_val_accuracy")
+                if k in ft
+            }
+        )
     if (failed is None or failed == "evaluate") and not args.no_rerun:
         params["train"]["lr"] = float(params["train"]["lr"]) * 2
         params_file.write_text(yaml.safe_dump(params, sort_keys=False))
@@ -128,12 +153,16 @@ def main() -> int:
         print(f"| {stage} | {seconds} |")
     print(f"| **total** | {result['total_seconds']} |")
     if "accuracy" in result:
-        print(f"\nTEST ACCURACY {result['accuracy']:.4f} (gate {result['gate']:.2f}: "
-              f"{'passed' if result['gate_passed'] else 'FAILED'}), macro F1 "
-              f"{result['macro_f1']:.4f}, n_test {result['n_test']}")
+        print(
+            f"\nTEST ACCURACY {result['accuracy']:.4f} (gate {result['gate']:.2f}: "
+            f"{'passed' if result['gate_passed'] else 'FAILED'}), macro F1 "
+            f"{result['macro_f1']:.4f}, n_test {result['n_test']}"
+        )
     if "head_param_rerun_seconds" in result:
-        print(f"head-parameter re-run: {result['head_param_rerun_seconds']} s "
-              f"(features recomputed: {result['features_recomputed_on_head_change']})")
+        print(
+            f"head-parameter re-run: {result['head_param_rerun_seconds']} s "
+            f"(features recomputed: {result['features_recomputed_on_head_change']})"
+        )
     if failed and failed != "evaluate":
         return 1
     return 1 if args.enforce_gate and not result.get("gate_passed") else 0

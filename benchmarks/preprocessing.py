@@ -6,6 +6,7 @@ time per photo; the rule is at most 0.3 points of accuracy.
 
     python benchmarks/preprocessing.py --repo PATH [--scale 4]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,24 +51,35 @@ def main() -> int:
         big.append(buf.getvalue())
     result = {"photos": len(rows), "photo_size": list(Image.open(io.BytesIO(big[0])).size)}
     for name, load in (
-            ("full_decode", lambda d: preprocess.resize(images.decode(d, cfg.max_pixels).array(),
-                                                        size)),
-            ("draft", lambda d: preprocess.load_for_model(d, cfg.max_pixels, size))):
+        (
+            "full_decode",
+            lambda d: preprocess.resize(images.decode(d, cfg.max_pixels).array(), size),
+        ),
+        ("draft", lambda d: preprocess.load_for_model(d, cfg.max_pixels, size)),
+    ):
         t = time.perf_counter()
         batch = np.stack([load(d) for d in big])
         ms = (time.perf_counter() - t) * 1000 / len(big)
         p = champion.model.predict_in_chunks(batch).argmax(axis=1)
-        result[name] = {"accuracy": round(float(np.mean(p == truth)), 4),
-                        "decode_resize_ms": round(ms, 1)}
+        result[name] = {
+            "accuracy": round(float(np.mean(p == truth)), 4),
+            "decode_resize_ms": round(ms, 1),
+        }
         result[name + "_pred"] = p
-    result["agreement"] = round(float(np.mean(result.pop("full_decode_pred")
-                                              == result.pop("draft_pred"))), 4)
-    original = np.stack([preprocess.load_for_model((root / r[0]).read_bytes(), cfg.max_pixels,
-                                                   size) for r in rows])
-    result["original_photos_accuracy"] = round(float(np.mean(
-        champion.model.predict_in_chunks(original).argmax(axis=1) == truth)), 4)
-    out = Path(args.out) if Path(args.out).is_absolute() else \
-        Path(__file__).resolve().parent.parent / args.out
+    result["agreement"] = round(
+        float(np.mean(result.pop("full_decode_pred") == result.pop("draft_pred"))), 4
+    )
+    original = np.stack(
+        [preprocess.load_for_model((root / r[0]).read_bytes(), cfg.max_pixels, size) for r in rows]
+    )
+    result["original_photos_accuracy"] = round(
+        float(np.mean(champion.model.predict_in_chunks(original).argmax(axis=1) == truth)), 4
+    )
+    out = (
+        Path(args.out)
+        if Path(args.out).is_absolute()
+        else Path(__file__).resolve().parent.parent / args.out
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

@@ -9,6 +9,7 @@ process with no HTTP.
 
     python benchmarks/serving.py --repo PATH [--seconds 30]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,11 +36,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(cmd: list[str], repo: Path, ready_url: str, **env: str
-          ) -> tuple[subprocess.Popen, float]:
+def start(cmd: list[str], repo: Path, ready_url: str, **env: str) -> tuple[subprocess.Popen, float]:
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=repo, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **env},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=repo,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     while True:
         try:
             if requests.get(ready_url, timeout=2).status_code == 200:
@@ -97,16 +102,19 @@ def load(url: str, photos: list[bytes], clients: int, seconds: float) -> dict[st
             for photo in photos[:5]:
                 assert await post(session, photo), f"{url}: warm-up request failed"
             began = time.perf_counter()
-            await asyncio.gather(*(client(session, k * 7, began + seconds)
-                                   for k in range(clients)))
+            await asyncio.gather(*(client(session, k * 7, began + seconds) for k in range(clients)))
             return latencies, errors, time.perf_counter() - began
 
     latencies, errors, elapsed = asyncio.run(run())
-    return {"clients": clients, "images_per_s": round(len(latencies) / elapsed, 1),
-            "p50_ms": round(statistics.median(latencies), 1),
-            "p95_ms": round(float(np.percentile(latencies, 95)), 1),
-            "p99_ms": round(float(np.percentile(latencies, 99)), 1), "requests": len(latencies),
-            "errors": errors}
+    return {
+        "clients": clients,
+        "images_per_s": round(len(latencies) / elapsed, 1),
+        "p50_ms": round(statistics.median(latencies), 1),
+        "p95_ms": round(float(np.percentile(latencies, 95)), 1),
+        "p99_ms": round(float(np.percentile(latencies, 99)), 1),
+        "requests": len(latencies),
+        "errors": errors,
+    }
 
 
 def floor(repo: Path, photos: list[bytes], kind: str) -> dict[str, float]:
@@ -116,8 +124,9 @@ def floor(repo: Path, photos: list[bytes], kind: str) -> dict[str, float]:
     os.environ["WASTESORT_SERVE_MODEL"] = kind
     from wastesort.serving import ServeConfig, load_champion, load_upload
 
-    cfg = dataclasses.replace(ServeConfig.load(repo / "params.yaml"),
-                              tflite_threads=os.cpu_count() or 1)
+    cfg = dataclasses.replace(
+        ServeConfig.load(repo / "params.yaml"), tflite_threads=os.cpu_count() or 1
+    )
     champion = load_champion(cfg)
     t = time.perf_counter()
     batches = [load_upload(p, cfg, champion.input_size)[None] for p in photos]
@@ -128,9 +137,12 @@ def floor(repo: Path, photos: list[bytes], kind: str) -> dict[str, float]:
     for b in batches:
         champion.predict(b)
     invoke = (time.perf_counter() - t) * 1000 / len(photos)
-    return {"decode_resize_ms": round(prep, 2), "litert_invoke_ms": round(invoke, 2),
-            "images_per_s": round(1000 / (prep + invoke), 1),
-            "file_bytes": Path(champion_path(champion, kind)).stat().st_size}
+    return {
+        "decode_resize_ms": round(prep, 2),
+        "litert_invoke_ms": round(invoke, 2),
+        "images_per_s": round(1000 / (prep + invoke), 1),
+        "file_bytes": Path(champion_path(champion, kind)).stat().st_size,
+    }
 
 
 def champion_path(champion, kind: str) -> str:
@@ -140,12 +152,22 @@ def champion_path(champion, kind: str) -> str:
     return bento_entry(champion.ref).path_of(FILES[kind])
 
 
-def serve(cmd: list[str], repo: Path, ready: str, predict: str, photos: list[bytes],
-          clients: list[int], seconds: float, **env: str) -> dict:
+def serve(
+    cmd: list[str],
+    repo: Path,
+    ready: str,
+    predict: str,
+    photos: list[bytes],
+    clients: list[int],
+    seconds: float,
+    **env: str,
+) -> dict:
     proc, ready_s = start(cmd, repo, ready, **env)
     try:
-        return {"start_to_ready_s": round(ready_s, 1),
-                "runs": [load(predict, photos, c, seconds) for c in clients]}
+        return {
+            "start_to_ready_s": round(ready_s, 1),
+            "runs": [load(predict, photos, c, seconds) for c in clients],
+        }
     finally:
         stop(proc)
 
@@ -167,26 +189,45 @@ def main() -> int:
     params = yaml.safe_load((repo / "params.yaml").read_text())
     root = (repo / params["data"]["path"]).resolve()
     test = (repo / "data/split/test.csv").read_text().splitlines()[1:]
-    paths = [root / line.split(",")[0] for line in sorted(test)[:args.photos]]
+    paths = [root / line.split(",")[0] for line in sorted(test)[: args.photos]]
     photos = [p.read_bytes() for p in paths]
     here = Path(__file__).resolve().parent
     clients = [int(c) for c in args.clients.split(",")]
     serve_cfg = params["serve"]
-    result: dict = {"cpu": cpu_model(), "cores": os.cpu_count(), "seconds": args.seconds,
-                    "serve": {k: serve_cfg.get(k) for k in ("workers", "tflite_threads",
-                                                            "max_batch_size")},
-                    "photos": len(photos), "photo_sizes": sorted({Image.open(p).size for p in paths})}
+    result: dict = {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "seconds": args.seconds,
+        "serve": {k: serve_cfg.get(k) for k in ("workers", "tflite_threads", "max_batch_size")},
+        "photos": len(photos),
+        "photo_sizes": sorted({Image.open(p).size for p in paths}),
+    }
     for kind in args.formats.split(","):
         port = free_port()
         result[f"bentoml_{kind}"] = serve(
-            ["bentoml", "serve", "--host", "127.0.0.1", "--port", str(port)], repo,
-            f"http://127.0.0.1:{port}/readyz", f"http://127.0.0.1:{port}/predict", photos,
-            clients, args.seconds, WASTESORT_SERVE_MODEL=kind)
+            ["bentoml", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            repo,
+            f"http://127.0.0.1:{port}/readyz",
+            f"http://127.0.0.1:{port}/predict",
+            photos,
+            clients,
+            args.seconds,
+            WASTESORT_SERVE_MODEL=kind,
+        )
     port = free_port()
-    result["flask_keras"] = None if args.no_baseline else serve(
-        [sys.executable, str(here / "flask_baseline.py"), "--port", str(port)], repo,
-        f"http://127.0.0.1:{port}/ready", f"http://127.0.0.1:{port}/predict", photos, clients,
-        args.seconds)
+    result["flask_keras"] = (
+        None
+        if args.no_baseline
+        else serve(
+            [sys.executable, str(here / "flask_baseline.py"), "--port", str(port)],
+            repo,
+            f"http://127.0.0.1:{port}/ready",
+            f"http://127.0.0.1:{port}/predict",
+            photos,
+            clients,
+            args.seconds,
+        )
+    )
     os.chdir(repo)
     for kind in args.formats.split(","):
         result[f"floor_{kind}"] = floor(repo, photos, kind)

@@ -1,12 +1,12 @@
 """DVC stage `evaluate`: test-split metrics and plots, logged to the run, then the gate."""
+
 import json
-from pathlib import Path
 
 import numpy as np
 
-from wastesort import artifacts, config, stage
+from wastesort import artifacts, config, paths, stage
 
-REPORTS = Path("reports/evaluate")
+REPORTS = paths.report("evaluate")
 
 
 def main() -> None:
@@ -16,69 +16,117 @@ def main() -> None:
     import mlflow
 
     from wastesort import calibration, tracking
-    from wastesort.evaluation import (evaluate_predictions, plot_confident_mistakes,
-                                      plot_confusion, plot_reliability, plot_risk_coverage)
+    from wastesort.evaluation import (
+        evaluate_predictions,
+        plot_confident_mistakes,
+        plot_confusion,
+        plot_reliability,
+        plot_risk_coverage,
+    )
     from wastesort.predict import Predictor
 
-    predictor = Predictor.from_files(Path("models/model.keras"), Path("models/labels.json"),
-                                     int(config.section(params, "validate")["max_pixels"]))
-    test = artifacts.read_manifest("data/split/test.csv")
+    predictor = Predictor.from_files(
+        paths.MODEL,
+        paths.LABELS,
+        int(config.section(params, "validate")["max_pixels"]),
+    )
+    test = artifacts.read_manifest(paths.split_manifest("test"))
     root = config.data_root(params)
     probabilities = predictor.predict_paths([root / p for p in test["path"]], progress="evaluate")
-    ev = evaluate_predictions(test["path"].tolist(), test["label"].tolist(), probabilities,
-                              predictor.labels, float(cfg["min_accuracy"]),
-                              str(cfg.get("gate_on", "point")))
+    ev = evaluate_predictions(
+        test["path"].tolist(),
+        test["label"].tolist(),
+        probabilities,
+        predictor.labels,
+        float(cfg["min_accuracy"]),
+        str(cfg["gate_on"]),
+    )
     # calibration: the saved model is temperature-scaled; T recovers the softmax before it
     truth = np.array([predictor.labels.index(label) for label in test["label"]])
-    temperature = float(artifacts.read_json("models/calibration.json")["temperature"])
+    temperature = float(artifacts.read_json(paths.CALIBRATION)["temperature"])
     versions = {"before": calibration.rescale(probabilities, temperature), "after": probabilities}
     tables = {k: calibration.reliability(p, truth) for k, p in versions.items()}
     ece = {k: calibration.expected_calibration_error(p, truth) for k, p in versions.items()}
     curve = calibration.risk_coverage(probabilities, truth)
-    at = calibration.abstention(probabilities, truth,
-                                float(config.section(params, "serve")["min_confidence"]))
-    ev.metrics.update({"temperature": temperature, "ece_before": round(ece["before"], 6),
-                       "ece_after": round(ece["after"], 6), "abstention": at})
-    artifacts.write_json("metrics/evaluate.json", ev.metrics)
-    artifacts.write_csv("metrics/test_predictions.csv", ev.predictions)
-    artifacts.write_csv("metrics/reliability.csv", calibration.side_by_side(tables))
-    artifacts.write_csv("metrics/risk_coverage.csv", curve)
+    at = calibration.abstention(
+        probabilities, truth, float(config.section(params, "serve")["min_confidence"])
+    )
+    ev.metrics.update(
+        {
+            "temperature": temperature,
+            "ece_before": round(ece["before"], 6),
+            "ece_after": round(ece["after"], 6),
+            "abstention": at,
+        }
+    )
+    artifacts.write_json(paths.metrics("evaluate.json"), ev.metrics)
+    artifacts.write_csv(paths.metrics("test_predictions.csv"), ev.predictions)
+    artifacts.write_csv(paths.metrics("reliability.csv"), calibration.side_by_side(tables))
+    artifacts.write_csv(paths.metrics("risk_coverage.csv"), curve)
     plot_confusion(ev, predictor.labels, REPORTS / "confusion_matrix.png")
-    plot_confident_mistakes(ev, root, REPORTS / "confident_mistakes.png", int(cfg["mistakes_shown"]))
-    plot_reliability({f"{k} temperature scaling": t for k, t in tables.items()},
-                     {f"{k} temperature scaling": v for k, v in ece.items()},
-                     REPORTS / "reliability.png")
+    plot_confident_mistakes(
+        ev, root, REPORTS / "confident_mistakes.png", int(cfg["mistakes_shown"])
+    )
+    plot_reliability(
+        {f"{k} temperature scaling": t for k, t in tables.items()},
+        {f"{k} temperature scaling": v for k, v in ece.items()},
+        REPORTS / "reliability.png",
+    )
     plot_risk_coverage(curve, at, REPORTS / "risk_coverage.png")
 
     tracking.configure(config.section(params, "mlflow")["experiment"])
     with tracking.reopen_run() as run:
         m = ev.metrics
-        mlflow.log_metrics({"test_accuracy": m["accuracy"], "test_macro_f1": m["macro_f1"],
-                            "test_accuracy_ci95_low": m["accuracy_ci95"][0],
-                            "test_accuracy_ci95_high": m["accuracy_ci95"][1],
-                            "test_ece_before": m["ece_before"], "test_ece_after": m["ece_after"],
-                            "test_coverage": at["coverage"],
-                            **({"test_accuracy_answered": at["accuracy_answered"]}
-                               if at["accuracy_answered"] is not None else {})})
-        mlflow.log_metrics({f"test_{k}.{c}": v for c, per in m["per_class"].items()
-                            for k, v in per.items() if k != "support"})
+        mlflow.log_metrics(
+            {
+                "test_accuracy": m["accuracy"],
+                "test_macro_f1": m["macro_f1"],
+                "test_accuracy_ci95_low": m["accuracy_ci95"][0],
+                "test_accuracy_ci95_high": m["accuracy_ci95"][1],
+                "test_ece_before": m["ece_before"],
+                "test_ece_after": m["ece_after"],
+                "test_coverage": at["coverage"],
+                **(
+                    {"test_accuracy_answered": at["accuracy_answered"]}
+                    if at["accuracy_answered"] is not None
+                    else {}
+                ),
+            }
+        )
+        mlflow.log_metrics(
+            {
+                f"test_{k}.{c}": v
+                for c, per in m["per_class"].items()
+                for k, v in per.items()
+                if k != "support"
+            }
+        )
         mlflow.log_artifacts(str(REPORTS), "plots")
-        mlflow.log_artifact("metrics/risk_coverage.csv", "plots")
-        mlflow.log_artifact("metrics/reliability.csv", "plots")
+        mlflow.log_artifact(str(paths.metrics("risk_coverage.csv")), "plots")
+        mlflow.log_artifact(str(paths.metrics("reliability.csv")), "plots")
         mlflow.log_dict(m, "metrics/evaluate.json")
         mlflow.set_tag("gate", "passed" if m["gate_passed"] else "failed")
     low, high = m["accuracy_ci95"]
-    print(f"evaluate: test accuracy {m['accuracy']:.4f} (95% CI {low:.4f}-{high:.4f}), macro F1 "
-          f"{m['macro_f1']:.4f} on {m['n_test']} images (MLflow run {run.info.run_id})")
-    print(f"evaluate: calibration error {m['ece_before']:.4f} -> {m['ece_after']:.4f} (T "
-          f"{temperature:.3f}); at min_confidence {at['min_confidence']:.2f} it answers "
-          f"{at['coverage']:.1%} of the test images, {at['uncertain']} go to a manual check")
+    print(
+        f"evaluate: test accuracy {m['accuracy']:.4f} (95% CI {low:.4f}-{high:.4f}), macro F1 "
+        f"{m['macro_f1']:.4f} on {m['n_test']} images (MLflow run {run.info.run_id})"
+    )
+    print(
+        f"evaluate: calibration error {m['ece_before']:.4f} -> {m['ece_after']:.4f} (T "
+        f"{temperature:.3f}); at min_confidence {at['min_confidence']:.2f} it answers "
+        f"{at['coverage']:.1%} of the test images, {at['uncertain']} go to a manual check"
+    )
     print(json.dumps({c: round(v["f1-score"], 3) for c, v in m["per_class"].items()}))
-    what = ("test accuracy" if m["gate_on"] == "point"
-            else "the lower end of the test accuracy's 95% interval")
+    what = (
+        "test accuracy"
+        if m["gate_on"] == "point"
+        else "the lower end of the test accuracy's 95% interval"
+    )
     if not m["gate_passed"]:
-        raise stage.StageFailed(f"{what} {m['gate_value']:.4f} is below the gate "
-                                f"evaluate.min_accuracy = {m['min_accuracy']:.2f}")
+        raise stage.StageFailed(
+            f"{what} {m['gate_value']:.4f} is below the gate "
+            f"evaluate.min_accuracy = {m['min_accuracy']:.2f}"
+        )
     print(f"evaluate: gate passed ({what} {m['gate_value']:.4f} >= {m['min_accuracy']:.2f})")
 
 

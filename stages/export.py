@@ -1,13 +1,13 @@
 """DVC stage `export`: the evaluated model as TFLite float32 and int8, with test-split parity."""
+
 import json
-from pathlib import Path
 
 import numpy as np
 
-from wastesort import artifacts, config, stage
+from wastesort import artifacts, config, paths, stage
 
-OUT = Path("export")
-PREDICTIONS = Path("metrics/test_predictions.csv")
+OUT = paths.EXPORT
+PREDICTIONS = paths.metrics("test_predictions.csv")
 
 
 def main() -> None:
@@ -18,51 +18,70 @@ def main() -> None:
     import mlflow
 
     from wastesort import export, tracking
-    from wastesort.tracking import registry
     from wastesort.features import load_resized
     from wastesort.litert import LiteModel
     from wastesort.predict import Predictor
+    from wastesort.tracking import registry
 
-    predictor = Predictor.from_files(Path("models/model.keras"), Path("models/labels.json"),
-                                     max_pixels)
+    predictor = Predictor.from_files(paths.MODEL, paths.LABELS, max_pixels)
     labels, size, root = predictor.labels, predictor.input_size, config.data_root(params)
-    train = artifacts.read_manifest("data/split/train.csv").sort_values("path")
+    train = artifacts.read_manifest(paths.split_manifest("train")).sort_values("path")
     n = min(int(cfg["representative_images"]), len(train))
     rng = np.random.default_rng(int(cfg["seed"]))
     chosen = train.iloc[np.sort(rng.choice(len(train), n, replace=False))]
     representative = load_resized(root, chosen["path"].tolist(), size, max_pixels)
-    test = artifacts.read_manifest("data/split/test.csv")
+    test = artifacts.read_manifest(paths.split_manifest("test"))
     x_test = load_resized(root, test["path"].tolist(), size, max_pixels)
     truth = np.array([labels.index(label) for label in test["label"]])
     reference = keras_answers(test["path"].tolist(), labels)
     keras_accuracy = float(np.mean(reference == truth))
 
     OUT.mkdir(exist_ok=True)
-    blobs = {"float32": export.to_float32(predictor.model),
-             "int8": export.to_int8(predictor.model, representative)}
-    results, metrics = {}, {"keras_accuracy": round(keras_accuracy, 6), "n_test": len(test),
-                            "representative_images": n, "input_size": list(size)}
+    blobs = {
+        "float32": export.to_float32(predictor.model),
+        "int8": export.to_int8(predictor.model, representative),
+    }
+    results, metrics = (
+        {},
+        {
+            "keras_accuracy": round(keras_accuracy, 6),
+            "n_test": len(test),
+            "representative_images": n,
+            "input_size": list(size),
+        },
+    )
     for kind, blob in blobs.items():
         path = OUT / export.FILES[kind]
         path.write_bytes(blob)
-        results[kind] = export.parity(reference, LiteModel(blob).predict_in_chunks(x_test),
-                                      truth)
-        metrics[kind] = {"file": str(path), "bytes": len(blob),
-                         "sha256": registry.file_sha256(path), **results[kind].to_json()}
-        print(f"export: {path} ({len(blob) / 1e6:.2f} MB): test accuracy "
-              f"{results[kind].accuracy:.4f}, top-1 agreement with Keras "
-              f"{results[kind].agreement:.2%}")
+        results[kind] = export.parity(reference, LiteModel(blob).predict_in_chunks(x_test), truth)
+        metrics[kind] = {
+            "file": str(path),
+            "bytes": len(blob),
+            "sha256": registry.file_sha256(path),
+            **results[kind].to_json(),
+        }
+        print(
+            f"export: {path} ({len(blob) / 1e6:.2f} MB): test accuracy "
+            f"{results[kind].accuracy:.4f}, top-1 agreement with Keras "
+            f"{results[kind].agreement:.2%}"
+        )
     (OUT / "labels.json").write_text(json.dumps(labels) + "\n")
-    problems = export.check(keras_accuracy, results, float(cfg["min_float32_agreement"]),
-                            float(cfg["max_int8_drop"]))
+    problems = export.check(
+        keras_accuracy, results, float(cfg["min_float32_agreement"]), float(cfg["max_int8_drop"])
+    )
     metrics["passed"] = not problems
-    artifacts.write_json("metrics/export.json", metrics)
+    artifacts.write_json(paths.metrics("export.json"), metrics)
 
     tracking.configure(config.section(params, "mlflow")["experiment"])
     with tracking.reopen_run():
-        mlflow.log_metrics({f"export_{kind}_{k}": float(v) for kind in blobs
-                            for k, v in metrics[kind].items() if k in ("bytes", "accuracy",
-                                                                       "top1_agreement")})
+        mlflow.log_metrics(
+            {
+                f"export_{kind}_{k}": float(v)
+                for kind in blobs
+                for k, v in metrics[kind].items()
+                if k in ("bytes", "accuracy", "top1_agreement")
+            }
+        )
         mlflow.log_artifacts(str(OUT), "export")
         mlflow.log_dict(metrics, "metrics/export.json")
     if problems:
@@ -76,8 +95,10 @@ def keras_answers(paths: list[str], labels: list[str]) -> np.ndarray:
     by_path = dict(zip(answers["path"], answers["predicted"]))
     missing = [p for p in paths if p not in by_path]
     if missing:
-        raise config.ConfigError(f"{PREDICTIONS}: no answer for {missing[0]} (and "
-                                 f"{len(missing) - 1} more); run `dvc repro evaluate`")
+        raise config.ConfigError(
+            f"{PREDICTIONS}: no answer for {missing[0]} (and "
+            f"{len(missing) - 1} more); run `dvc repro evaluate`"
+        )
     return np.array([labels.index(by_path[p]) for p in paths])
 
 

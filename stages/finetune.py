@@ -2,27 +2,28 @@
 
 With finetune.layers = 0 the cached features are already pooled and pass through unchanged.
 """
+
 import shutil
-from pathlib import Path
 
 import numpy as np
 
-from wastesort import artifacts, config, stage
+from wastesort import artifacts, config, paths, stage
+from wastesort.training import distribute
 
-FEATURES = Path("data/features")
-OUT_DIR = Path("data/finetuned")
+FEATURES = paths.FEATURES
+OUT_DIR = paths.FINETUNED
 TOP_WEIGHTS = OUT_DIR / "backbone_top.weights.h5"
 HEAD_WEIGHTS = OUT_DIR / "head.weights.h5"
-HISTORY = Path("metrics/finetune_history.csv")
+HISTORY = paths.metrics("finetune_history.csv")
 
 
 def main() -> None:
     params = config.load_params()
-    placement = stage.training_placement("finetune", params)
+    placement = distribute.place("finetune", params)
     cfg = config.section(params, "finetune")
     from wastesort import features
-    from wastesort.training import fitting
     from wastesort.model import BackboneSpec
+    from wastesort.training import fitting
 
     spec = BackboneSpec.from_params(config.section(params, "backbone"), cfg)
     splits = {n: features.load(FEATURES / f"{n}.npz") for n in ("train", "val", "test")}
@@ -33,7 +34,9 @@ def main() -> None:
         for name, data in splits.items():
             features.save(OUT_DIR / f"{name}.npz", data)
         HISTORY.write_text("epoch,accuracy,loss,val_accuracy,val_loss\n")
-        artifacts.write_json("metrics/finetune.json", {"layers": 0, "fine_tuned_top_kept": False})
+        artifacts.write_json(
+            paths.metrics("finetune.json"), {"layers": 0, "fine_tuned_top_kept": False}
+        )
         print("finetune: finetune.layers = 0, features passed through")
         return
     classes = fitting.class_order(config.configured_classes(params), splits["train"]["labels"])
@@ -45,56 +48,86 @@ def train_on_devices(params, cfg, spec, splits, classes) -> None:
     """The warm-up head and the fine-tuning phase, tracked live in the pipeline's MLflow run;
     the adapted layers, the head and every split's pooled features saved."""
     from wastesort import features
-    from wastesort.training import fitting
     from wastesort.augmentation import FreshVariants
     from wastesort.model import build_classifier, top_backbone
+    from wastesort.training import fitting
 
     head = config.section(params, "head")
-    clf = build_classifier(len(classes), spec, int(head["dense_units"]), float(head["dropout"]),
-                           seed=int(cfg["seed"]))
+    clf = build_classifier(
+        len(classes), spec, int(head["dense_units"]), float(head["dropout"]), seed=int(cfg["seed"])
+    )
     # uint8 resized images (finetune.layers: all) stay uint8 in memory; Keras casts per batch
-    xy = {n: (d["features"] if d["features"].dtype == np.uint8 else
-              d["features"].astype("float32"), fitting.encode_labels(d["labels"], classes, n))
-          for n, d in splits.items()}
+    xy = {
+        n: (
+            d["features"] if d["features"].dtype == np.uint8 else d["features"].astype("float32"),
+            fitting.encode_labels(d["labels"], classes, n),
+        )
+        for n, d in splits.items()
+    }
     tune_cfg = {**cfg, "label_smoothing": float(head["label_smoothing"])}
     # the warm-up head: plain Adam (the schedule and averaging are for the layers)
-    warmup_cfg = {**tune_cfg, "lr": cfg["warmup_lr"], "epochs": cfg["warmup_epochs"],
-                  "patience": cfg["warmup_patience"], "lr_schedule": "constant",
-                  "ema_momentum": 0.0}
+    warmup_cfg = {
+        **tune_cfg,
+        "lr": cfg["warmup_lr"],
+        "epochs": cfg["warmup_epochs"],
+        "patience": cfg["warmup_patience"],
+        "lr_schedule": "constant",
+        "ema_momentum": 0.0,
+    }
     fresh = None
-    if cfg.get("fresh_augmentation", True):
-        originals = artifacts.read_manifest("data/split/train.csv").sort_values("path")
-        images = features.load_resized(config.data_root(params), originals["path"].tolist(),
-                                       spec.image_size,
-                                       int(config.section(params, "validate")["max_pixels"]))
-        fresh = FreshVariants(np.clip(np.round(images), 0, 255).astype(np.uint8),
-                              fitting.encode_labels(originals["label"].to_numpy(), classes,
-                                                    "train"),
-                              len(classes), clf.trunk, config.section(params, "augment"),
-                              int(cfg["batch_size"]), int(cfg["seed"]),
-                              float(cfg.get("mixup_alpha", 0.0)))
+    if cfg["fresh_augmentation"]:
+        originals = artifacts.read_manifest(paths.split_manifest("train")).sort_values("path")
+        images = features.load_resized(
+            config.data_root(params),
+            originals["path"].tolist(),
+            spec.image_size,
+            int(config.section(params, "validate")["max_pixels"]),
+        )
+        fresh = FreshVariants(
+            np.clip(np.round(images), 0, 255).astype(np.uint8),
+            fitting.encode_labels(originals["label"].to_numpy(), classes, "train"),
+            len(classes),
+            clf.trunk,
+            config.section(params, "augment"),
+            int(cfg["batch_size"]),
+            int(cfg["seed"]),
+            float(cfg["mixup_alpha"]),
+        )
     from wastesort import tracking
 
     # the pipeline's MLflow run starts here: each epoch shows in the UI as it ends
     with tracking.start_finetune_run(params) as run:
         print(f"finetune: MLflow run {run.info.run_id} ({tracking.tracking_uri()})")
-        result = fitting.fine_tune(clf, xy["train"], xy["val"], warmup_cfg, tune_cfg, HISTORY,
-                                   fresh, callbacks=[tracking.live_epoch_metrics("finetune_")])
+        result = fitting.fine_tune(
+            clf,
+            xy["train"],
+            xy["val"],
+            warmup_cfg,
+            tune_cfg,
+            HISTORY,
+            fresh,
+            callbacks=[tracking.live_epoch_metrics("finetune_")],
+        )
         top_backbone(clf).save_weights(TOP_WEIGHTS)
         clf.head.save_weights(HEAD_WEIGHTS)  # `train` starts from it
         for name, data in splits.items():
             pooled = clf.pooler.predict(xy[name][0], batch_size=64, verbose=0)
             features.save(OUT_DIR / f"{name}.npz", {**data, "features": pooled.astype("float16")})
         speed = fitting.speed(result)
-        summary = {"layers": len(top_backbone(clf).layers) - 1,
-                   "best_val_accuracy": round(result.best_val_accuracy, 6),
-                   "epochs_run": result.epochs_run, "fine_tuned_top_kept": result.fine_tuned,
-                   **speed}
+        summary = {
+            "layers": len(top_backbone(clf).layers) - 1,
+            "best_val_accuracy": round(result.best_val_accuracy, 6),
+            "epochs_run": result.epochs_run,
+            "fine_tuned_top_kept": result.fine_tuned,
+            **speed,
+        }
         tracking.log_finetune_summary(summary)
         artifacts.write_json(tracking.FINETUNE_RUN_FILE, {"run_id": run.info.run_id})
-    artifacts.write_json("metrics/finetune.json", summary)
-    print(f"finetune: top {summary['layers']} {spec.name} layers adapted, best val accuracy "
-          f"{result.best_val_accuracy:.4f}; {speed}")
+    artifacts.write_json(paths.metrics("finetune.json"), summary)
+    print(
+        f"finetune: top {summary['layers']} {spec.name} layers adapted, best val accuracy "
+        f"{result.best_val_accuracy:.4f}; {speed}"
+    )
 
 
 if __name__ == "__main__":

@@ -1,13 +1,12 @@
 """DVC stage `review`: rank every accepted image by how likely its label is wrong (a report
 only; the data and the split are never changed)."""
-from pathlib import Path
 
-from wastesort import artifacts, config, stage
+from wastesort import artifacts, config, paths, stage
 from wastesort.data import review
 
-FEATURES = Path("data/features")
-REPORT_DIR = Path("reports/review")
-METRICS = Path("metrics/review.json")
+FEATURES = paths.FEATURES
+REPORT_DIR = paths.report("review")
+METRICS = paths.metrics("review.json")
 
 
 def main() -> None:
@@ -23,13 +22,22 @@ def main() -> None:
 
     spec = BackboneSpec.from_params(backbone_cfg, {"layers": 0})  # the whole backbone frozen
     extractor = cache_model(build_classifier(2, spec))
-    feats = review.frozen_features(extractor, data["features"], root, data["paths"],
-                                   spec.image_size, max_pixels, int(backbone_cfg["batch_size"]))
+    feats = review.frozen_features(
+        extractor,
+        data["features"],
+        root,
+        data["paths"],
+        spec.image_size,
+        max_pixels,
+        int(backbone_cfg["batch_size"]),
+    )
     table, metrics = review.review(feats, data, cfg)
     review.write_report(root, table, metrics, int(cfg["top"]), REPORT_DIR, max_pixels)
     artifacts.write_json(METRICS, metrics)
-    print(f"review: {metrics['n_suspects']} of {metrics['n_images']} labels flagged (out-of-fold "
-          f"accuracy {metrics['oof_accuracy']:.3f}); report: {REPORT_DIR / 'report.md'}")
+    print(
+        f"review: {metrics['n_suspects']} of {metrics['n_images']} labels flagged (out-of-fold "
+        f"accuracy {metrics['oof_accuracy']:.3f}); report: {REPORT_DIR / 'report.md'}"
+    )
 
 
 if __name__ == "__main__":

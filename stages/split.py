@@ -1,25 +1,27 @@
 """DVC stage `split`: seeded stratified train/val/test manifests (no image copies)."""
-from pathlib import Path
 
-from wastesort import artifacts, config, stage
+from wastesort import artifacts, config, paths, stage
 from wastesort.data.splitting import grouped_images, split_counts, split_manifest
 
-OUT_DIR = Path("data/split")
+OUT_DIR = paths.SPLIT
 
 
 def main() -> None:
     cfg = config.section(config.load_params(), "split")
-    manifest = artifacts.read_manifest("data/validated/manifest.csv",
-                                       ("path", "label", "sha256", "group"))
-    splits = split_manifest(manifest, float(cfg["val_fraction"]), float(cfg["test_fraction"]),
-                            int(cfg["seed"]))
+    manifest = artifacts.read_manifest(paths.MANIFEST, ("path", "label", "sha256", "group"))
+    splits = split_manifest(
+        manifest, float(cfg["val_fraction"]), float(cfg["test_fraction"]), int(cfg["seed"])
+    )
     for name, frame in splits.items():
         artifacts.write_csv(OUT_DIR / f"{name}.csv", frame)
     counts = split_counts(splits)
-    artifacts.write_json("metrics/split.json", counts)
+    artifacts.write_json(paths.metrics("split.json"), counts)
     groups, files = grouped_images(splits)
-    print("split: " + ", ".join(f"{k} {v['total']}" for k, v in counts.items())
-          + f"; {groups} near-duplicate groups ({files} images) each kept in one split")
+    print(
+        "split: "
+        + ", ".join(f"{k} {v['total']}" for k, v in counts.items())
+        + f"; {groups} near-duplicate groups ({files} images) each kept in one split"
+    )
 
 
 if __name__ == "__main__":

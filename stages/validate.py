@@ -1,13 +1,12 @@
 """DVC stage `validate`: judge every file under data.path with a Great Expectations suite."""
-from pathlib import Path
 
-from wastesort import artifacts, config, stage
+from wastesort import artifacts, config, paths, stage
 from wastesort.data.report import plot_near_duplicates
 from wastesort.data.validation import check_config, validate
 
-OUT_DIR = Path("data/validated")
-REPORT_DIR = Path("reports/validation")
-METRICS = Path("metrics/validation.json")
+OUT_DIR = paths.VALIDATED
+REPORT_DIR = paths.report("validation")
+METRICS = paths.metrics("validation.json")
 
 
 def main() -> None:
@@ -23,12 +22,14 @@ def main() -> None:
     (REPORT_DIR / "report.md").write_text(outcome.report)
     plot_near_duplicates(root, outcome, REPORT_DIR, int(cfg["max_pixels"]))
     s = outcome.summary
-    print(f"validate: {s['accepted']} accepted, {s['rejected']} rejected, "
-          f"{s['cross_class_duplicate_groups']} cross-class duplicate groups, "
-          f"{s['near_duplicate_groups']} near-duplicate groups "
-          f"({s['images_in_near_duplicate_groups']} images), "
-          f"{s['near_duplicate_label_conflicts']} cross-class near-duplicate pairs, "
-          f"{s['ignored']} ignored; report: {REPORT_DIR / 'report.md'}")
+    print(
+        f"validate: {s['accepted']} accepted, {s['rejected']} rejected, "
+        f"{s['cross_class_duplicate_groups']} cross-class duplicate groups, "
+        f"{s['near_duplicate_groups']} near-duplicate groups "
+        f"({s['images_in_near_duplicate_groups']} images), "
+        f"{s['near_duplicate_label_conflicts']} cross-class near-duplicate pairs, "
+        f"{s['ignored']} ignored; report: {REPORT_DIR / 'report.md'}"
+    )
     if not outcome.can_train:
         raise stage.StageFailed("data cannot train: " + "; ".join(outcome.problems))
 

@@ -1,8 +1,9 @@
 """Shared fixtures: a real temporary pipeline repo, and real MLflow/BentoML processes."""
+
 from __future__ import annotations
 
-import os
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
@@ -17,28 +18,48 @@ from tests import imagegen as g
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
-PIPELINE_FILES = ["dvc.yaml", "params.yaml", "stages", "wastesort", "service.py",
-                  "bentofile.yaml", "requirements-serve.txt"]
+PIPELINE_FILES = [
+    "dvc.yaml",
+    "params.yaml",
+    "stages",
+    "wastesort",
+    "service.py",
+    "bentofile.yaml",
+    "requirements-serve.txt",
+]
 TINY_CLASSES = {"cardboard": 12, "glass": 12, "metal": 12}
 
 
 def tool_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("MLFLOW_", "BENTOML_"))}
-    env.update(PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}", TF_CPP_MIN_LOG_LEVEL="2",
-               CUDA_VISIBLE_DEVICES="-1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com",
-               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.com")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "BENTOML_"))}
+    env.update(
+        PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
+        TF_CPP_MIN_LOG_LEVEL="2",
+        CUDA_VISIBLE_DEVICES="-1",
+        GIT_AUTHOR_NAME="t",
+        GIT_AUTHOR_EMAIL="t@example.com",
+        GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@example.com",
+    )
     env.update(extra)
     return env
 
 
-def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, check: bool = True,
-        timeout: int = 900) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=cwd, env=env or tool_env(), capture_output=True, text=True,
-                          timeout=timeout)
+def run(
+    cmd: list[str],
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    check: bool = True,
+    timeout: int = 900,
+) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        cmd, cwd=cwd, env=env or tool_env(), capture_output=True, text=True, timeout=timeout
+    )
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n"
-                             f"--- stdout\n{proc.stdout[-6000:]}\n--- stderr\n{proc.stderr[-6000:]}")
+        raise AssertionError(
+            f"{' '.join(cmd)} exited {proc.returncode}\n"
+            f"--- stdout\n{proc.stdout[-6000:]}\n--- stderr\n{proc.stderr[-6000:]}"
+        )
     return proc
 
 
@@ -69,8 +90,7 @@ def make_pipeline_repo(root: Path) -> Path:
         elif src.exists():
             shutil.copy2(src, root / name)
     g.make_class_folders(root / "rawdata", TINY_CLASSES, size=(64, 48))
-    (root / "params.yaml").write_text(yaml.safe_dump(tiny_params("rawdata"),
-                                                sort_keys=False))
+    (root / "params.yaml").write_text(yaml.safe_dump(tiny_params("rawdata"), sort_keys=False))
     (root / ".gitignore").write_text("/rawdata\n/mlflow.db\n/mlruns/\n/mlartifacts/\n")
     run(["git", "init", "-q"], root)
     run(["dvc", "init", "-q"], root)
@@ -91,8 +111,10 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"process exited early with {proc.returncode}: "
-                                 f"{proc.stdout.read() if proc.stdout else ''}")
+            raise AssertionError(
+                f"process exited early with {proc.returncode}: "
+                f"{proc.stdout.read() if proc.stdout else ''}"
+            )
         try:
             if requests.get(url, timeout=2).status_code < 500:
                 return
@@ -134,9 +156,18 @@ def team_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("team_server")
     port = free_port()
     server = subprocess.Popen(
-        ts.mlflow_server_command(ts.database_uri(int(db.args[db.args.index("-p") + 1])),
-                                 root / "artifacts", "127.0.0.1", port),
-        cwd=root, env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        ts.mlflow_server_command(
+            ts.database_uri(int(db.args[db.args.index("-p") + 1])),
+            root / "artifacts",
+            "127.0.0.1",
+            port,
+        ),
+        cwd=root,
+        env=tool_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_http(f"{url}/health", server)
@@ -166,9 +197,14 @@ def repo_env(repo: Path, **extra: str) -> dict[str, str]:
 def serving(repo: Path, env: dict[str, str] | None = None):
     """A real `bentoml serve` in ``repo`` on a free port: its URL once ready; stopped after."""
     port = free_port()
-    proc = subprocess.Popen(["bentoml", "serve", "--host", "127.0.0.1", "--port", str(port)],
-                            cwd=repo, env=env or repo_env(repo),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        ["bentoml", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=repo,
+        env=env or repo_env(repo),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_http(f"{url}/readyz", proc, timeout=240)

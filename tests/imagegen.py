@@ -1,4 +1,5 @@
 """Small real image files for tests: every case is encoded by Pillow, decoded for real."""
+
 from __future__ import annotations
 
 import io
@@ -12,8 +13,10 @@ def pattern(width: int = 64, height: int = 48, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     base = rng.integers(0, 256, size=(3,), dtype=np.uint8)
     yy, xx = np.mgrid[0:height, 0:width]
-    img = np.stack([(xx * 4 + base[0]) % 256, (yy * 4 + base[1]) % 256,
-                    ((xx + yy) * 2 + base[2]) % 256], axis=-1).astype(np.uint8)
+    img = np.stack(
+        [(xx * 4 + base[0]) % 256, (yy * 4 + base[1]) % 256, ((xx + yy) * 2 + base[2]) % 256],
+        axis=-1,
+    ).astype(np.uint8)
     return img
 
 
@@ -77,8 +80,9 @@ def write(path: Path, data: bytes) -> Path:
     return path
 
 
-def make_class_folders(root: Path, classes: dict[str, int], size: tuple[int, int] = (64, 48),
-                       seed: int = 0) -> Path:
+def make_class_folders(
+    root: Path, classes: dict[str, int], size: tuple[int, int] = (64, 48), seed: int = 0
+) -> Path:
     """Folder-per-class data set of distinct JPEGs, each class a different colour pattern."""
     for ci, (label, count) in enumerate(classes.items()):
         (root / label).mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,5 @@
 """wastesort: waste photos in, gated and served classifier out."""
+
 import os
 
 # TensorFlow's Linux wheels turn their oneDNN kernels on by default only on CPUs with AVX512_VNNI,

@@ -1,4 +1,5 @@
 """Reading and writing the small files stages hand to each other (manifests, metrics)."""
+
 from __future__ import annotations
 
 import hashlib

@@ -5,6 +5,7 @@ The ``augment`` stage draws every variant's transform once (a CSV anyone can rea
 trunk. No variant is written as an image: that saves a JPEG round trip per variant and hundreds
 of megabytes of DVC cache, and the same plan always gives the same pixels.
 """
+
 from __future__ import annotations
 
 import math
@@ -15,14 +16,33 @@ import pandas as pd
 
 from wastesort.config import ConfigError
 
-PLAN_COLUMNS = ["path", "label", "variant", "flip_h", "flip_v", "rotation", "shift_x", "shift_y",
-                "shear", "zoom", "brightness", "contrast"]
-RANGE_KEYS = ("rotation_degrees", "width_shift", "height_shift", "shear_degrees", "zoom",
-              "brightness", "contrast")
+PLAN_COLUMNS = [
+    "path",
+    "label",
+    "variant",
+    "flip_h",
+    "flip_v",
+    "rotation",
+    "shift_x",
+    "shift_y",
+    "shear",
+    "zoom",
+    "brightness",
+    "contrast",
+]
+RANGE_KEYS = (
+    "rotation_degrees",
+    "width_shift",
+    "height_shift",
+    "shear_degrees",
+    "zoom",
+    "brightness",
+    "contrast",
+)
 
 
 def check_config(cfg: dict[str, Any]) -> None:
-    if int(cfg.get("variants_per_image", 0)) < 0:
+    if int(cfg["variants_per_image"]) < 0:
         raise ConfigError("params.yaml: augment.variants_per_image must be >= 0")
     for key in RANGE_KEYS:
         value = cfg.get(key)
@@ -42,17 +62,20 @@ def draw_transforms(n: int, cfg: dict[str, Any], rng: np.random.Generator) -> pd
     def uniform(half_width: float) -> np.ndarray:
         return rng.uniform(-half_width, half_width, n)
 
-    return pd.DataFrame({
-        "flip_h": rng.random(n) < (0.5 if cfg["horizontal_flip"] else 0.0),
-        "flip_v": rng.random(n) < (0.5 if cfg["vertical_flip"] else 0.0),
-        "rotation": uniform(cfg["rotation_degrees"]),
-        "shift_x": uniform(cfg["width_shift"]),
-        "shift_y": uniform(cfg["height_shift"]),
-        "shear": uniform(cfg["shear_degrees"]),
-        "zoom": 1.0 + uniform(cfg["zoom"]),
-        "brightness": 1.0 + uniform(cfg["brightness"]),
-        "contrast": 1.0 + uniform(cfg["contrast"]),
-    }, columns=TRANSFORM_COLUMNS)
+    return pd.DataFrame(
+        {
+            "flip_h": rng.random(n) < (0.5 if cfg["horizontal_flip"] else 0.0),
+            "flip_v": rng.random(n) < (0.5 if cfg["vertical_flip"] else 0.0),
+            "rotation": uniform(cfg["rotation_degrees"]),
+            "shift_x": uniform(cfg["width_shift"]),
+            "shift_y": uniform(cfg["height_shift"]),
+            "shear": uniform(cfg["shear_degrees"]),
+            "zoom": 1.0 + uniform(cfg["zoom"]),
+            "brightness": 1.0 + uniform(cfg["brightness"]),
+            "contrast": 1.0 + uniform(cfg["contrast"]),
+        },
+        columns=TRANSFORM_COLUMNS,
+    )
 
 
 def make_plan(train: pd.DataFrame, cfg: dict[str, Any]) -> pd.DataFrame:
@@ -61,9 +84,13 @@ def make_plan(train: pd.DataFrame, cfg: dict[str, Any]) -> pd.DataFrame:
     rng = np.random.default_rng(int(cfg["seed"]))
     ordered = train.sort_values("path").reset_index(drop=True)
     k, n = int(cfg["variants_per_image"]), len(ordered)
-    plan = pd.DataFrame({"path": np.repeat(ordered["path"].to_numpy(), k),
-                         "label": np.repeat(ordered["label"].to_numpy(), k),
-                         "variant": np.tile(np.arange(1, k + 1), n)})
+    plan = pd.DataFrame(
+        {
+            "path": np.repeat(ordered["path"].to_numpy(), k),
+            "label": np.repeat(ordered["label"].to_numpy(), k),
+            "variant": np.tile(np.arange(1, k + 1), n),
+        }
+    )
     plan = pd.concat([plan, draw_transforms(n * k, cfg, rng)], axis=1)
     return plan[PLAN_COLUMNS].round(6)
 
@@ -82,8 +109,16 @@ def inverse_affine(row: dict[str, Any], size: tuple[int, int]) -> list[float]:
     centre = np.array([(width - 1) / 2.0, (height - 1) / 2.0])
     shift = np.array([row["shift_x"] * width, row["shift_y"] * height])
     offset = centre - inverse @ (centre + shift)
-    return [inverse[0, 0], inverse[0, 1], offset[0], inverse[1, 0], inverse[1, 1], offset[1],
-            0.0, 0.0]
+    return [
+        inverse[0, 0],
+        inverse[0, 1],
+        offset[0],
+        inverse[1, 0],
+        inverse[1, 1],
+        offset[1],
+        0.0,
+        0.0,
+    ]
 
 
 def apply_plan(images: np.ndarray, rows: list[dict[str, Any]], fill_mode: str) -> np.ndarray:
@@ -92,8 +127,9 @@ def apply_plan(images: np.ndarray, rows: list[dict[str, Any]], fill_mode: str) -
 
     size = images.shape[1:3]
     transforms = np.array([inverse_affine(r, size) for r in rows], dtype=np.float32)
-    out = ops.image.affine_transform(images, transforms, interpolation="bilinear",
-                                     fill_mode=fill_mode)
+    out = ops.image.affine_transform(
+        images, transforms, interpolation="bilinear", fill_mode=fill_mode
+    )
     out = np.asarray(out)
     contrast = np.array([r["contrast"] for r in rows], np.float32)[:, None, None, None]
     brightness = np.array([r["brightness"] for r in rows], np.float32)[:, None, None, None]
@@ -132,8 +168,17 @@ class FreshVariants:
 
     A ``keras.utils.PyDataset`` (built by ``as_dataset``) yielding (activations, one-hot)."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, n_classes: int, trunk,
-                 cfg: dict[str, Any], batch_size: int, seed: int, mixup_alpha: float = 0.0):
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        n_classes: int,
+        trunk,
+        cfg: dict[str, Any],
+        batch_size: int,
+        seed: int,
+        mixup_alpha: float = 0.0,
+    ):
         if mixup_alpha < 0:
             raise ConfigError(f"params.yaml: mixup_alpha must be >= 0, got {mixup_alpha}")
         self.images, self.labels, self.n_classes = images, labels, n_classes
@@ -151,7 +196,7 @@ class FreshVariants:
     def batch(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         import keras
 
-        picked = self.order[index * self.batch_size:(index + 1) * self.batch_size]
+        picked = self.order[index * self.batch_size : (index + 1) * self.batch_size]
         rows = draw_transforms(len(picked), self.cfg, self.rng).to_dict("records")
         augmented = apply_plan(self.images[picked].astype(np.float32), rows, self.cfg["fill_mode"])
         targets = keras.utils.to_categorical(self.labels[picked], self.n_classes)

@@ -7,6 +7,7 @@ all give calibrated probabilities with no extra code path. ``rescale`` undoes or
 probabilities (softmax is shift-invariant, so ``softmax(T * log p)`` recovers the
 uncalibrated softmax exactly).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -25,19 +26,24 @@ def nll(logits: np.ndarray, y: np.ndarray, temperature: float = 1.0) -> float:
     return float(-logp[np.arange(len(y)), y].mean())
 
 
-def fit_temperature(logits: np.ndarray, y: np.ndarray, bounds: tuple[float, float] = (0.05, 20.0)
-                    ) -> float:
+def fit_temperature(
+    logits: np.ndarray, y: np.ndarray, bounds: tuple[float, float] = (0.05, 20.0)
+) -> float:
     """The T > 0 minimising the negative log-likelihood of ``y`` (searched on log T)."""
-    result = minimize_scalar(lambda log_t: nll(logits, y, float(np.exp(log_t))),
-                             bounds=(np.log(bounds[0]), np.log(bounds[1])), method="bounded",
-                             options={"xatol": 1e-5})
+    result = minimize_scalar(
+        lambda log_t: nll(logits, y, float(np.exp(log_t))),
+        bounds=(np.log(bounds[0]), np.log(bounds[1])),
+        method="bounded",
+        options={"xatol": 1e-5},
+    )
     return float(np.exp(result.x))
 
 
 def rescale(probabilities: np.ndarray, factor: float) -> np.ndarray:
     """``softmax(log(p) * factor)``: with ``factor`` = T, the probabilities before scaling."""
-    return softmax(np.log(np.clip(np.asarray(probabilities, np.float64), EPS, 1.0)) * factor,
-                   axis=1)
+    return softmax(
+        np.log(np.clip(np.asarray(probabilities, np.float64), EPS, 1.0)) * factor, axis=1
+    )
 
 
 def reliability(probabilities: np.ndarray, y: np.ndarray, bins: int = 10) -> pd.DataFrame:
@@ -50,9 +56,16 @@ def reliability(probabilities: np.ndarray, y: np.ndarray, bins: int = 10) -> pd.
     for b in range(bins):
         members = index == b
         n = int(members.sum())
-        rows.append({"bin": b, "lower": edges[b], "upper": edges[b + 1],
-                     "confidence": float(confidence[members].mean()) if n else np.nan,
-                     "accuracy": float(correct[members].mean()) if n else np.nan, "count": n})
+        rows.append(
+            {
+                "bin": b,
+                "lower": edges[b],
+                "upper": edges[b + 1],
+                "confidence": float(confidence[members].mean()) if n else np.nan,
+                "accuracy": float(correct[members].mean()) if n else np.nan,
+                "count": n,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -85,8 +98,13 @@ def risk_coverage(probabilities: np.ndarray, y: np.ndarray) -> pd.DataFrame:
     conf, hits = confidence[order], np.cumsum(correct[order])
     n = np.arange(1, len(conf) + 1)
     last = np.r_[conf[1:] != conf[:-1], True]  # ties answer together
-    return pd.DataFrame({"threshold": conf[last].round(6), "coverage": (n[last] / len(conf)).round(6),
-                         "accuracy": (hits[last] / n[last]).round(6)})
+    return pd.DataFrame(
+        {
+            "threshold": conf[last].round(6),
+            "coverage": (n[last] / len(conf)).round(6),
+            "accuracy": (hits[last] / n[last]).round(6),
+        }
+    )
 
 
 def abstention(probabilities: np.ndarray, y: np.ndarray, min_confidence: float) -> dict[str, float]:
@@ -94,13 +112,17 @@ def abstention(probabilities: np.ndarray, y: np.ndarray, min_confidence: float) 
     confidence = probabilities.max(axis=1)
     answered = confidence >= min_confidence
     correct = probabilities.argmax(axis=1) == y
-    return {"min_confidence": float(min_confidence), "n": int(len(y)),
-            "answered": int(answered.sum()), "uncertain": int((~answered).sum()),
-            "coverage": round(float(answered.mean()) if len(y) else 0.0, 6),
-            "accuracy_answered": round(float(correct[answered].mean()), 6) if answered.any()
-            else None,
-            "accuracy_uncertain": round(float(correct[~answered].mean()), 6)
-            if (~answered).any() else None}
+    return {
+        "min_confidence": float(min_confidence),
+        "n": int(len(y)),
+        "answered": int(answered.sum()),
+        "uncertain": int((~answered).sum()),
+        "coverage": round(float(answered.mean()) if len(y) else 0.0, 6),
+        "accuracy_answered": round(float(correct[answered].mean()), 6) if answered.any() else None,
+        "accuracy_uncertain": round(float(correct[~answered].mean()), 6)
+        if (~answered).any()
+        else None,
+    }
 
 
 def fit_and_report(logits: np.ndarray, y: np.ndarray, enabled: bool = True) -> dict[str, Any]:
@@ -108,8 +130,11 @@ def fit_and_report(logits: np.ndarray, y: np.ndarray, enabled: bool = True) -> d
     NLL and ECE before and after."""
     t = fit_temperature(logits, y) if enabled else 1.0
     before, after = softmax(logits, axis=1), softmax(logits / t, axis=1)
-    return {"temperature": round(t, 6), "n": int(len(y)),
-            "val_nll_before": round(nll(logits, y), 6),
-            "val_nll_after": round(nll(logits, y, t), 6),
-            "val_ece_before": round(expected_calibration_error(before, y), 6),
-            "val_ece_after": round(expected_calibration_error(after, y), 6)}
+    return {
+        "temperature": round(t, 6),
+        "n": int(len(y)),
+        "val_nll_before": round(nll(logits, y), 6),
+        "val_nll_after": round(nll(logits, y, t), 6),
+        "val_ece_before": round(expected_calibration_error(before, y), 6),
+        "val_ece_after": round(expected_calibration_error(after, y), 6),
+    }

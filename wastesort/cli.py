@@ -3,6 +3,7 @@
 Uses ``serving.load_champion`` and ``serving.load_upload``, the same registered file and
 preprocessing as ``service.py``, so the CLI and the service give the same probabilities.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,8 +20,11 @@ def image_files(paths: list[str]) -> tuple[list[Path], list[str]]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found += [p for p in sorted(path.rglob("*"))
-                      if p.is_file() and not any(is_hidden(part) for part in p.relative_to(path).parts)]
+            found += [
+                p
+                for p in sorted(path.rglob("*"))
+                if p.is_file() and not any(is_hidden(part) for part in p.relative_to(path).parts)
+            ]
         elif path.is_file():
             found.append(path)
         else:
@@ -68,8 +72,10 @@ def print_table(rows: list[dict]) -> None:
             print(f"{r['path']:<{width}}  error: {r['error']}")
         else:
             note = "  (uncertain: below serve.min_confidence)" if r["uncertain"] else ""
-            print(f"{r['path']:<{width}}  {r['label']:<18} {r['confidence']:>10.4f}  "
-                  f"{r['stream']}{note}")
+            print(
+                f"{r['path']:<{width}}  {r['label']:<18} {r['confidence']:>10.4f}  "
+                f"{r['stream']}{note}"
+            )
 
 
 def import_champion(args: argparse.Namespace) -> int:
@@ -78,30 +84,36 @@ def import_champion(args: argparse.Namespace) -> int:
     import mlflow.exceptions
 
     from wastesort import tracking
-    from wastesort.tracking import registry
     from wastesort.config import load_params, section
+    from wastesort.tracking import registry
 
     cfg = section(load_params(args.params), "register")
     mlflow.set_tracking_uri(tracking.tracking_uri())
     try:
         version, tag = registry.import_champion(cfg["model_name"], cfg["alias"])
     except mlflow.exceptions.MlflowException as exc:
-        raise ConfigError(f"cannot import {cfg['model_name']}@{cfg['alias']} from "
-                          f"{tracking.tracking_uri()}: {exc.message}") from None
+        raise ConfigError(
+            f"cannot import {cfg['model_name']}@{cfg['alias']} from "
+            f"{tracking.tracking_uri()}: {exc.message}"
+        ) from None
     print(f"{cfg['model_name']}@{cfg['alias']} is version {version}; BentoML model {tag}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="wastesort", description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
+    parser.add_argument(
+        "--params", default="params.yaml", help="params file (default: %(default)s)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("predict", help="classify image files or folders with the champion")
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=predict)
-    i = sub.add_parser("import-champion",
-                       help="bring the registry's champion's exported files into BentoML's store")
+    i = sub.add_parser(
+        "import-champion",
+        help="bring the registry's champion's exported files into BentoML's store",
+    )
     i.set_defaults(func=import_champion)
     args = parser.parse_args(argv)
     try:

@@ -1,4 +1,5 @@
 """Test-split evaluation with scikit-learn metrics, the plots a reviewer wants, and the gate."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,8 +8,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import (ConfusionMatrixDisplay, accuracy_score, classification_report,
-                             confusion_matrix, f1_score)
+from sklearn.metrics import (
+    ConfusionMatrixDisplay,
+    accuracy_score,
+    classification_report,
+    confusion_matrix,
+    f1_score,
+)
 
 from wastesort.config import ConfigError
 
@@ -32,37 +38,55 @@ def wilson_interval(correct: int, n: int, level: float = 0.95) -> tuple[float, f
     return float(ci.low), float(ci.high)
 
 
-def evaluate_predictions(paths: list[str], actual: list[str], probabilities: np.ndarray,
-                         classes: list[str], min_accuracy: float, gate_on: str = "point"
-                         ) -> Evaluation:
+def evaluate_predictions(
+    paths: list[str],
+    actual: list[str],
+    probabilities: np.ndarray,
+    classes: list[str],
+    min_accuracy: float,
+    gate_on: str = "point",
+) -> Evaluation:
     """Metrics of the test split. The gate compares ``min_accuracy`` with the accuracy itself
     (``gate_on: point``) or with the lower end of its 95 % Wilson interval (``lower_bound``)."""
     if gate_on not in GATE_RULES:
-        raise ConfigError(f"params.yaml: evaluate.gate_on must be one of "
-                          f"{', '.join(GATE_RULES)}, got {gate_on!r}")
+        raise ConfigError(
+            f"params.yaml: evaluate.gate_on must be one of {', '.join(GATE_RULES)}, got {gate_on!r}"
+        )
     predicted_idx = probabilities.argmax(axis=1)
     predicted = [classes[i] for i in predicted_idx]
-    report = classification_report(actual, predicted, labels=classes, output_dict=True,
-                                   zero_division=0)
+    report = classification_report(
+        actual, predicted, labels=classes, output_dict=True, zero_division=0
+    )
     accuracy = float(accuracy_score(actual, predicted))
     low, high = wilson_interval(int(round(accuracy * len(actual))), len(actual))
     gated = accuracy if gate_on == "point" else low
     metrics = {
         "accuracy": round(accuracy, 6),
         "accuracy_ci95": [round(low, 6), round(high, 6)],
-        "macro_f1": round(float(f1_score(actual, predicted, labels=classes, average="macro",
-                                         zero_division=0)), 6),
+        "macro_f1": round(
+            float(f1_score(actual, predicted, labels=classes, average="macro", zero_division=0)), 6
+        ),
         "n_test": len(actual),
         "min_accuracy": min_accuracy,
         "gate_on": gate_on,
         "gate_value": round(gated, 6),
         "gate_passed": gated >= min_accuracy,
-        "per_class": {c: {k: round(float(report[c][k]), 6)
-                          for k in ("precision", "recall", "f1-score", "support")}
-                      for c in classes},
+        "per_class": {
+            c: {
+                k: round(float(report[c][k]), 6)
+                for k in ("precision", "recall", "f1-score", "support")
+            }
+            for c in classes
+        },
     }
-    frame = pd.DataFrame({"path": paths, "actual": actual, "predicted": predicted,
-                          "confidence": probabilities.max(axis=1).round(6)})
+    frame = pd.DataFrame(
+        {
+            "path": paths,
+            "actual": actual,
+            "predicted": predicted,
+            "confidence": probabilities.max(axis=1).round(6),
+        }
+    )
     return Evaluation(metrics, frame)
 
 
@@ -74,8 +98,9 @@ def plot_confusion(ev: Evaluation, classes: list[str], path: Path) -> None:
 
     matrix = confusion_matrix(ev.predictions["actual"], ev.predictions["predicted"], labels=classes)
     fig, ax = plt.subplots(figsize=(1.2 * len(classes) + 3, 1.2 * len(classes) + 2))
-    ConfusionMatrixDisplay(matrix, display_labels=classes).plot(ax=ax, xticks_rotation=45,
-                                                                colorbar=False)
+    ConfusionMatrixDisplay(matrix, display_labels=classes).plot(
+        ax=ax, xticks_rotation=45, colorbar=False
+    )
     ax.set_title(f"Test confusion matrix (accuracy {ev.metrics['accuracy']:.3f})")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -123,10 +148,16 @@ def plot_reliability(tables: dict[str, pd.DataFrame], ece: dict[str, float], pat
     ax.plot([0, 1], [0, 1], color="0.6", linestyle="--", label="perfectly calibrated")
     for (name, table), marker in zip(tables.items(), "os^"):
         t = table.dropna()
-        ax.plot(t["confidence"], t["accuracy"], marker=marker,
-                label=f"{name} (ECE {ece[name]:.3f})")
-    ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="confidence (top class)",
-           ylabel="accuracy", title="Reliability on the test split")
+        ax.plot(
+            t["confidence"], t["accuracy"], marker=marker, label=f"{name} (ECE {ece[name]:.3f})"
+        )
+    ax.set(
+        xlim=(0, 1),
+        ylim=(0, 1.02),
+        xlabel="confidence (top class)",
+        ylabel="accuracy",
+        title="Reliability on the test split",
+    )
     ax.legend(loc="upper left")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -144,12 +175,21 @@ def plot_risk_coverage(curve: pd.DataFrame, at: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     ax.plot(curve["coverage"], curve["accuracy"], drawstyle="steps-post")
     if at["accuracy_answered"] is not None:
-        ax.scatter([at["coverage"]], [at["accuracy_answered"]], color="C3", zorder=3,
-                   label=f"serve.min_confidence {at['min_confidence']:.2f}: answers "
-                         f"{at['coverage']:.0%}, {at['accuracy_answered']:.1%} right")
+        ax.scatter(
+            [at["coverage"]],
+            [at["accuracy_answered"]],
+            color="C3",
+            zorder=3,
+            label=f"serve.min_confidence {at['min_confidence']:.2f}: answers "
+            f"{at['coverage']:.0%}, {at['accuracy_answered']:.1%} right",
+        )
         ax.legend(loc="lower left")
-    ax.set(xlim=(0, 1.01), xlabel="coverage (share of images answered)",
-           ylabel="accuracy on the answered", title="Risk-coverage on the test split")
+    ax.set(
+        xlim=(0, 1.01),
+        xlabel="coverage (share of images answered)",
+        ylabel="accuracy on the answered",
+        title="Risk-coverage on the test split",
+    )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)

@@ -6,6 +6,7 @@ The float32 file takes float32 pixels; the int8 file takes uint8 pixels (input s
 point 0) and returns uint8 probabilities (multiply by the output scale, 1/256). Parity with
 the Keras model is measured on the test split before anything is registered.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -68,8 +69,9 @@ def to_int8(keras_model, representative: np.ndarray) -> bytes:
 
     converter = tf.lite.TFLiteConverter.from_keras_model(fixed_size(keras_model))
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: ([representative[i:i + 1]]
-                                                for i in range(len(representative)))
+    converter.representative_dataset = lambda: (
+        [representative[i : i + 1]] for i in range(len(representative))
+    )
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = tf.uint8
     converter.inference_output_type = tf.uint8
@@ -88,21 +90,25 @@ class Parity:
 def parity(reference: np.ndarray, probabilities: np.ndarray, truth: np.ndarray) -> Parity:
     """``reference``: the Keras model's top-1 class index per image; ``truth``: the labels'."""
     predicted = probabilities.argmax(axis=1)
-    return Parity(float(np.mean(predicted == reference)),
-                  float(np.mean(predicted == truth)))
+    return Parity(float(np.mean(predicted == reference)), float(np.mean(predicted == truth)))
 
 
-def check(keras_accuracy: float, results: dict[str, Parity], min_agreement: float,
-          max_int8_drop: float) -> list[str]:
+def check(
+    keras_accuracy: float, results: dict[str, Parity], min_agreement: float, max_int8_drop: float
+) -> list[str]:
     """What is wrong with the exported files, as sentences (empty: both are good)."""
     problems = []
     f32 = results.get("float32")
     if f32 is not None and f32.agreement < min_agreement:
-        problems.append(f"the float32 file agrees with the Keras model on {f32.agreement:.2%} "
-                        f"of test images, under export.min_float32_agreement = {min_agreement:.2%}")
+        problems.append(
+            f"the float32 file agrees with the Keras model on {f32.agreement:.2%} "
+            f"of test images, under export.min_float32_agreement = {min_agreement:.2%}"
+        )
     i8 = results.get("int8")
     if i8 is not None and keras_accuracy - i8.accuracy > max_int8_drop + 1e-9:
-        problems.append(f"the int8 file's test accuracy {i8.accuracy:.4f} is "
-                        f"{keras_accuracy - i8.accuracy:.4f} under the Keras model's "
-                        f"{keras_accuracy:.4f}, more than export.max_int8_drop = {max_int8_drop}")
+        problems.append(
+            f"the int8 file's test accuracy {i8.accuracy:.4f} is "
+            f"{keras_accuracy - i8.accuracy:.4f} under the Keras model's "
+            f"{keras_accuracy:.4f}, more than export.max_int8_drop = {max_int8_drop}"
+        )
     return problems

@@ -5,6 +5,7 @@ preprocessing as evaluation and serving (``preprocess``: decode, then the NumPy 
 model's resize) and the same trunk, so cached features are exactly what the deployed model
 computes below its trainable top.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,8 +19,9 @@ from wastesort import images, preprocess
 from wastesort.augmentation import apply_plan
 
 
-def load_resized(root: Path, paths: list[str], size: preprocess.Size, max_pixels: int
-                 ) -> np.ndarray:
+def load_resized(
+    root: Path, paths: list[str], size: preprocess.Size, max_pixels: int
+) -> np.ndarray:
     """Files as the model's input batch, through the one preprocessing path (``preprocess``)."""
     batch = np.empty((len(paths), *preprocess.hw(size), 3), np.float32)
     for i, rel in enumerate(paths):
@@ -37,17 +39,24 @@ def run_trunk(trunk, batch: np.ndarray, dtype: str = "float16") -> np.ndarray:
     return out.astype(dtype)
 
 
-def extract_split(trunk, root: Path, split: pd.DataFrame, plan: pd.DataFrame | None,
-                  cfg: dict[str, Any], name: str, dtype: str = "float16"
-                  ) -> dict[str, np.ndarray]:
+def extract_split(
+    trunk,
+    root: Path,
+    split: pd.DataFrame,
+    plan: pd.DataFrame | None,
+    cfg: dict[str, Any],
+    name: str,
+    dtype: str = "float16",
+) -> dict[str, np.ndarray]:
     """Features for every image of a split (variant 0) and, for train, each planned variant."""
     size, chunk = preprocess.image_size(cfg["image_size"]), int(cfg["batch_size"])
-    plan_by_path = {p: g.to_dict("records") for p, g in plan.groupby("path")} if plan is not None \
-        else {}
+    plan_by_path = (
+        {p: g.to_dict("records") for p, g in plan.groupby("path")} if plan is not None else {}
+    )
     feats, labels, paths, variants = [], [], [], []
     ordered = split.sort_values("path").reset_index(drop=True)
     for start in tqdm(range(0, len(ordered), chunk), desc=f"features: {name}", unit="batch"):
-        part = ordered.iloc[start:start + chunk]
+        part = ordered.iloc[start : start + chunk]
         batch = load_resized(root, part["path"].tolist(), size, int(cfg["max_pixels"]))
         feats.append(run_trunk(trunk, batch, dtype))
         labels += part["label"].tolist()
@@ -55,16 +64,20 @@ def extract_split(trunk, root: Path, split: pd.DataFrame, plan: pd.DataFrame | N
         variants += [0] * len(part)
         rows = [(i, r) for i, p in enumerate(part["path"]) for r in plan_by_path.get(p, [])]
         for v_start in range(0, len(rows), chunk):
-            group = rows[v_start:v_start + chunk]
-            augmented = apply_plan(batch[[i for i, _ in group]], [r for _, r in group],
-                                   cfg["fill_mode"])
+            group = rows[v_start : v_start + chunk]
+            augmented = apply_plan(
+                batch[[i for i, _ in group]], [r for _, r in group], cfg["fill_mode"]
+            )
             feats.append(run_trunk(trunk, augmented, dtype))
             labels += [r["label"] for _, r in group]
             paths += [r["path"] for _, r in group]
             variants += [int(r["variant"]) for _, r in group]
-    return {"features": np.concatenate(feats) if feats else np.zeros((0,), np.float16),
-            "labels": np.array(labels), "paths": np.array(paths),
-            "variants": np.array(variants, dtype=np.int32)}
+    return {
+        "features": np.concatenate(feats) if feats else np.zeros((0,), np.float16),
+        "labels": np.array(labels),
+        "paths": np.array(paths),
+        "variants": np.array(variants, dtype=np.int32),
+    }
 
 
 def save(path: Path, data: dict[str, np.ndarray]) -> None:

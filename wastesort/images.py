@@ -3,6 +3,7 @@
 One place decides what counts as a usable image, so the pipeline, the service and the CLI
 accept and reject the same files for the same reasons.
 """
+
 from __future__ import annotations
 
 import io
@@ -52,17 +53,24 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
         except Image.DecompressionBombError as exc:
             raise ImageRejected(f"decompression bomb: {exc}", "bomb") from None
         except UnidentifiedImageError:
-            raise ImageRejected("not an image: Pillow cannot identify the bytes as any image format",
-                                "not_image") from None
+            raise ImageRejected(
+                "not an image: Pillow cannot identify the bytes as any image format", "not_image"
+            ) from None
         except Exception as exc:  # noqa: BLE001 - any parser failure is a bad file
             raise ImageRejected(f"corrupt image header: {exc}", "corrupt") from None
     if img.format not in SUPPORTED_FORMATS:
-        raise ImageRejected(f"unsupported image format {img.format}; use one of "
-                            f"{', '.join(sorted(SUPPORTED_FORMATS))}", "unsupported")
+        raise ImageRejected(
+            f"unsupported image format {img.format}; use one of "
+            f"{', '.join(sorted(SUPPORTED_FORMATS))}",
+            "unsupported",
+        )
     pixels = img.width * img.height
     if pixels > max_pixels:
-        raise ImageRejected(f"decompression bomb: {img.width}x{img.height} = {pixels:,} pixels, "
-                            f"over the limit of {max_pixels:,}", "bomb")
+        raise ImageRejected(
+            f"decompression bomb: {img.width}x{img.height} = {pixels:,} pixels, "
+            f"over the limit of {max_pixels:,}",
+            "bomb",
+        )
     return img
 
 

@@ -4,6 +4,7 @@
 resized images in [0, 255] and returns float32 probabilities either way, quantizing the input
 and dequantizing the output with the scale and zero point the file records.
 """
+
 from __future__ import annotations
 
 import threading
@@ -55,5 +56,5 @@ class LiteModel:
             return self.dequantize(self._interpreter.get_tensor(self._output))
 
     def predict_in_chunks(self, batch: np.ndarray, chunk: int = 32) -> np.ndarray:
-        parts = [self.predict(batch[i:i + chunk]) for i in range(0, len(batch), chunk)]
+        parts = [self.predict(batch[i : i + chunk]) for i in range(0, len(batch), chunk)]
         return np.concatenate(parts) if parts else np.zeros((0, self.n_outputs), np.float32)

@@ -7,6 +7,7 @@ trunk's output for every image is computed once and cached (see ``features``), s
 only ever runs the top. With ``finetune.layers: all`` the whole backbone is the top and the
 trunk only hands on the resized images.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from wastesort import backbones, preprocess
+from wastesort import backbones, config, preprocess
 from wastesort.config import ConfigError
 
 ALL_LAYERS = -1  # finetune.layers: all
@@ -32,25 +33,28 @@ class BackboneSpec:
         object.__setattr__(self, "image_size", preprocess.hw(self.image_size))
 
     @classmethod
-    def from_params(cls, backbone_cfg: dict[str, Any], finetune_cfg: dict[str, Any]
-                    ) -> BackboneSpec:
-        weights = backbone_cfg.get("weights", "imagenet")
-        if weights in (None, "none", "None", ""):
-            weights = None
-        k = finetune_cfg.get("layers", 0)
-        if not (k == "all" or isinstance(k, int) and not isinstance(k, bool) and k >= 0):
-            raise ConfigError(f"params.yaml: finetune.layers must be 'all' or a whole number "
-                              f">= 0, got {k!r}")
-        k = ALL_LAYERS if k == "all" else k
-        name = backbones.check_name(str(backbone_cfg.get("name", "mobilenet_v2")))
-        return cls(preprocess.image_size(backbone_cfg.get("image_size", 224)), weights, k, name)
+    def from_params(
+        cls, backbone_cfg: dict[str, Any], finetune_cfg: dict[str, Any]
+    ) -> BackboneSpec:
+        backbone = config.typed("backbone", backbone_cfg)
+        layers = config.typed("finetune", finetune_cfg).layers
+        weights = None if backbone.weights in (None, "none", "None", "") else backbone.weights
+        k = ALL_LAYERS if layers == "all" else layers
+        return cls(
+            preprocess.image_size(backbone.image_size),
+            weights,
+            k,
+            backbones.check_name(backbone.name),
+        )
 
 
 def preprocessing(spec: BackboneSpec) -> list[keras.layers.Layer]:
     """Resize (bilinear, whole image) then the backbone's scaling of [0, 255] pixels."""
     scale, offset = backbones.SCALING[spec.name]
-    return [keras.layers.Resizing(*spec.image_size, name="resize"),
-            keras.layers.Rescaling(scale, offset=offset, name="scale_to_unit_range")]
+    return [
+        keras.layers.Resizing(*spec.image_size, name="resize"),
+        keras.layers.Rescaling(scale, offset=offset, name="scale_to_unit_range"),
+    ]
 
 
 def backbone(spec: BackboneSpec) -> keras.Model:
@@ -65,16 +69,19 @@ def split_backbone(net: keras.Model, k: int) -> tuple[keras.Model | None, keras.
     if k == 0:
         return net, None
     if k > len(net.layers) - 1:
-        raise ConfigError(f"finetune.layers={k}: the backbone has only "
-                          f"{len(net.layers) - 1} layers")
+        raise ConfigError(
+            f"finetune.layers={k}: the backbone has only {len(net.layers) - 1} layers"
+        )
     if k == len(net.layers) - 1:
         return None, keras.Model(net.input, net.output, name="backbone_top")
     cut = net.layers[-k - 1]
     try:
         top = keras.Model(cut.output, net.output, name="backbone_top")
     except ValueError:
-        raise ConfigError(f"finetune.layers={k} cuts through a residual block at "
-                          f"layer '{cut.name}'; valid values include {valid_cuts(net)}") from None
+        raise ConfigError(
+            f"finetune.layers={k} cuts through a residual block at "
+            f"layer '{cut.name}'; valid values include {valid_cuts(net)}"
+        ) from None
     bottom = keras.Model(net.input, cut.output, name="backbone_bottom")
     return bottom, top
 
@@ -101,18 +108,20 @@ class Classifier:
     head: keras.Model  # pooled features -> probabilities (head training trains this)
 
 
-def build_classifier(n_classes: int, spec: BackboneSpec, dense_units: int = 128,
-                     dropout: float = 0.3, seed: int = 0) -> Classifier:
+def build_classifier(
+    n_classes: int, spec: BackboneSpec, dense_units: int = 128, dropout: float = 0.3, seed: int = 0
+) -> Classifier:
     if n_classes < 2:
         raise ConfigError(f"need at least 2 classes, got {n_classes}")
     keras.utils.set_random_seed(seed)
     net = backbone(spec)
     bottom, upper = split_backbone(net, spec.fine_tune_layers)
     pool = keras.layers.GlobalAveragePooling2D(name="pool")
-    head_layers = [keras.layers.Dense(dense_units, activation="relu", name="head_dense"),
-                   keras.layers.Dropout(dropout, name="head_dropout"),
-                   keras.layers.Dense(n_classes, activation="softmax", name="probabilities",
-                                      dtype="float32")]  # float32 under mixed precision too
+    head_layers = [
+        keras.layers.Dense(dense_units, activation="relu", name="head_dense"),
+        keras.layers.Dropout(dropout, name="head_dropout"),
+        keras.layers.Dense(n_classes, activation="softmax", name="probabilities", dtype="float32"),
+    ]  # float32 under mixed precision too
 
     def pooled(x):
         if upper is not None:
@@ -175,8 +184,11 @@ def cache_dtype(classifier: Classifier) -> str:
 def parameter_counts(model: keras.Model) -> dict[str, int]:
     trainable = sum(int(w.numpy().size) for w in model.trainable_weights)
     total = model.count_params()
-    return {"params_total": total, "params_trainable": trainable,
-            "params_frozen": total - trainable}
+    return {
+        "params_total": total,
+        "params_trainable": trainable,
+        "params_frozen": total - trainable,
+    }
 
 
 def set_fine_tuning(classifier: Classifier, enabled: bool) -> None:
@@ -203,8 +215,10 @@ def head_hidden(head: keras.Model, x):
 def head_logits(head: keras.Model, features: np.ndarray) -> np.ndarray:
     """The head's logits (its last Dense layer before the softmax), in inference mode."""
     inp = keras.Input(shape=tuple(head.input.shape[1:]))
-    h = np.asarray(keras.Model(inp, head_hidden(head, inp)).predict(features, batch_size=256,
-                                                                    verbose=0), np.float64)
+    h = np.asarray(
+        keras.Model(inp, head_hidden(head, inp)).predict(features, batch_size=256, verbose=0),
+        np.float64,
+    )
     kernel, bias = head.get_layer("probabilities").get_weights()
     return h @ kernel + bias
 

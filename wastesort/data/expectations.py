@@ -1,6 +1,7 @@
 """The Great Expectations side of validation: the suites, their checkpoint runs, verdicts and
 Data Docs. Each expectation carries the reason a failing row is given, in order of precedence.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,37 +16,59 @@ import pandas as pd
 from wastesort import images
 
 
-def file_expectations(max_pixels: int, min_side: int, exclude_near_conflicts: bool = False
-                      ) -> list:
+def file_expectations(max_pixels: int, min_side: int, exclude_near_conflicts: bool = False) -> list:
     import great_expectations as gx
 
     E = gx.expectations
-    near_conflicts = [E.ExpectColumnValuesToBeInSet(
-        column="near_conflict", value_set=[False],
-        meta={"reason": "possible label conflict: near-duplicate of {near_conflict_with} in "
-                        "another class; excluded (validate.exclude_near_duplicate_conflicts)"})]
+    near_conflicts = [
+        E.ExpectColumnValuesToBeInSet(
+            column="near_conflict",
+            value_set=[False],
+            meta={
+                "reason": "possible label conflict: near-duplicate of {near_conflict_with} in "
+                "another class; excluded (validate.exclude_near_duplicate_conflicts)"
+            },
+        )
+    ]
     return [
-        E.ExpectColumnValuesToBeBetween(column="bytes", min_value=1,
-                                        meta={"reason": "empty file (0 bytes)"}),
-        E.ExpectColumnValuesToBeInSet(column="format", value_set=sorted(images.SUPPORTED_FORMATS),
-                                      meta={"reason": "{decode_error}"}),
-        E.ExpectColumnValuesToBeBetween(column="pixels", min_value=0, max_value=max_pixels,
-                                        meta={"reason": "{decode_error}"}),
-        E.ExpectColumnValuesToBeInSet(column="decodes", value_set=[True],
-                                      meta={"reason": "{decode_error}"}),
-        E.ExpectColumnValuesToBeInSet(column="rgb_ok", value_set=[True],
-                                      meta={"reason": "{decode_error}"}),
         E.ExpectColumnValuesToBeBetween(
-            column="short_side", min_value=min_side,
-            meta={"reason": "too small: {width}x{height}, smallest side under %d px" % min_side}),
+            column="bytes", min_value=1, meta={"reason": "empty file (0 bytes)"}
+        ),
         E.ExpectColumnValuesToBeInSet(
-            column="label_conflict", value_set=[False],
-            meta={"reason": "label conflict: byte-identical copies filed as {conflict_classes}; "
-                            "all copies excluded"}),
+            column="format",
+            value_set=sorted(images.SUPPORTED_FORMATS),
+            meta={"reason": "{decode_error}"},
+        ),
+        E.ExpectColumnValuesToBeBetween(
+            column="pixels", min_value=0, max_value=max_pixels, meta={"reason": "{decode_error}"}
+        ),
         E.ExpectColumnValuesToBeInSet(
-            column="duplicate_of", value_set=[""],
-            meta={"reason": "duplicate: byte-identical to {duplicate_of} in the same class "
-                            "(that copy kept)"}),
+            column="decodes", value_set=[True], meta={"reason": "{decode_error}"}
+        ),
+        E.ExpectColumnValuesToBeInSet(
+            column="rgb_ok", value_set=[True], meta={"reason": "{decode_error}"}
+        ),
+        E.ExpectColumnValuesToBeBetween(
+            column="short_side",
+            min_value=min_side,
+            meta={"reason": "too small: {width}x{height}, smallest side under %d px" % min_side},
+        ),
+        E.ExpectColumnValuesToBeInSet(
+            column="label_conflict",
+            value_set=[False],
+            meta={
+                "reason": "label conflict: byte-identical copies filed as {conflict_classes}; "
+                "all copies excluded"
+            },
+        ),
+        E.ExpectColumnValuesToBeInSet(
+            column="duplicate_of",
+            value_set=[""],
+            meta={
+                "reason": "duplicate: byte-identical to {duplicate_of} in the same class "
+                "(that copy kept)"
+            },
+        ),
     ] + (near_conflicts if exclude_near_conflicts else [])
 
 
@@ -55,12 +78,19 @@ def class_expectations(min_images: int) -> list:
     E = gx.expectations
     return [
         E.ExpectTableRowCountToBeBetween(min_value=2, meta={"reason": "fewer than 2 classes"}),
-        E.ExpectColumnValuesToBeInSet(column="folder_exists", value_set=[True],
-                                      meta={"reason": "class folder {label}/ not found"}),
+        E.ExpectColumnValuesToBeInSet(
+            column="folder_exists",
+            value_set=[True],
+            meta={"reason": "class folder {label}/ not found"},
+        ),
         E.ExpectColumnValuesToBeBetween(
-            column="accepted", min_value=min_images,
-            meta={"reason": "class {label} has {accepted} usable images, needs at least %d"
-                            % min_images}),
+            column="accepted",
+            min_value=min_images,
+            meta={
+                "reason": "class {label} has {accepted} usable images, needs at least %d"
+                % min_images
+            },
+        ),
     ]
 
 
@@ -74,7 +104,6 @@ class SuiteRun:
 def gx_context(workdir: Path):
     """A throwaway file-backed GE project, so Data Docs can be built and copied out."""
     import great_expectations as gx
-
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
@@ -95,25 +124,43 @@ def run_suites(context, tables: dict[str, tuple[pd.DataFrame, list]], key: str) 
         suite = context.suites.add(gx.ExpectationSuite(name=f"{name}_suite"))
         for expectation in expectations:
             suite.add_expectation(expectation)
-        definitions.append(context.validation_definitions.add(
-            gx.ValidationDefinition(name=name, data=batch, suite=suite)))
+        definitions.append(
+            context.validation_definitions.add(
+                gx.ValidationDefinition(name=name, data=batch, suite=suite)
+            )
+        )
         frames[name] = frame
     results, failures, success = {}, {}, True
     for definition in definitions:
-        checkpoint = context.checkpoints.add(gx.Checkpoint(
-            name=f"{definition.name}_checkpoint", validation_definitions=[definition],
-            actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs")],
-            result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [key]
-                           if key in frames[definition.name] else []}))
+        checkpoint = context.checkpoints.add(
+            gx.Checkpoint(
+                name=f"{definition.name}_checkpoint",
+                validation_definitions=[definition],
+                actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs")],
+                result_format={
+                    "result_format": "COMPLETE",
+                    "unexpected_index_column_names": [key]
+                    if key in frames[definition.name]
+                    else [],
+                },
+            )
+        )
         run = checkpoint.run(batch_parameters={"dataframe": frames[definition.name]})
         success &= bool(run.success)
         for validation in run.run_results.values():
             results[definition.name] = validation.to_json_dict()
             failures[definition.name] = [
-                {"reason": r.expectation_config.meta.get("reason", r.expectation_config.type),
-                 "rows": [row[key] for row in (r.result.get("unexpected_index_list") or [])
-                          if isinstance(row, dict) and key in row]}
-                for r in validation.results if not r.success]
+                {
+                    "reason": r.expectation_config.meta.get("reason", r.expectation_config.type),
+                    "rows": [
+                        row[key]
+                        for row in (r.result.get("unexpected_index_list") or [])
+                        if isinstance(row, dict) and key in row
+                    ],
+                }
+                for r in validation.results
+                if not r.success
+            ]
     return SuiteRun(success, failures, results)
 
 
@@ -135,4 +182,5 @@ def write_docs(gx_root: Path, docs_dir: Path, results: dict[str, Any]) -> None:
     site = gx_root / "gx" / "uncommitted" / "data_docs" / "local_site"
     shutil.copytree(site, docs_dir / "data_docs")
     (docs_dir / "ge_validation_result.json").write_text(
-        json.dumps(results, indent=2, sort_keys=True, default=str))
+        json.dumps(results, indent=2, sort_keys=True, default=str)
+    )

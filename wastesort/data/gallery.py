@@ -1,4 +1,5 @@
 """Thumbnail sheets of photos from the data folder, for a person to look at."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,8 +21,9 @@ def thumbnail(path: Path, max_pixels: int) -> np.ndarray:
     return np.asarray(image)
 
 
-def plot_grid(root: Path, cells: list[tuple[str, str]], path: Path, max_pixels: int,
-              columns: int = 6) -> None:
+def plot_grid(
+    root: Path, cells: list[tuple[str, str]], path: Path, max_pixels: int, columns: int = 6
+) -> None:
     """Thumbnails of (path under ``root``, caption), ``columns`` to a row."""
     import matplotlib
 
@@ -31,8 +33,9 @@ def plot_grid(root: Path, cells: list[tuple[str, str]], path: Path, max_pixels: 
     path.parent.mkdir(parents=True, exist_ok=True)
     n_cols = max(1, min(columns, len(cells)))
     n_rows = max(1, -(-len(cells) // n_cols))
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.4 * n_cols, 2.2 * n_rows + 0.4),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        n_rows, n_cols, figsize=(2.4 * n_cols, 2.2 * n_rows + 0.4), squeeze=False
+    )
     for ax in axes.flat:
         ax.axis("off")
     for ax, (rel, caption) in zip(axes.flat, cells):

@@ -4,6 +4,7 @@ Within a class, near-duplicates form groups (connected components of the pairs w
 distance) that the split keeps on one side, so a resized or re-encoded copy of a train photo
 never lands in test. Across classes they are possible label conflicts, reported.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -38,7 +39,7 @@ def close_pairs(hashes: Sequence[str], max_distance: int, block: int = 4_000_000
     found = [np.zeros((0, 3), np.int64)]
     rows = max(1, block // max(n, 1))
     for start in range(0, n, rows):
-        part = values[start:start + rows]
+        part = values[start : start + rows]
         distance = np.bitwise_count(part[:, None] ^ values[None, :])
         i, j = np.nonzero(distance <= max_distance)
         i += start
@@ -65,9 +66,16 @@ def find_near_duplicates(facts: pd.DataFrame, max_distance: int) -> tuple[pd.Ser
     hashed = facts[facts["phash"] != ""].sort_values("path")
     pairs = close_pairs(hashed["phash"].tolist(), max_distance)
     paths, labels = hashed["path"].to_numpy(), hashed["label"].to_numpy()
-    table = pd.DataFrame({"path_a": paths[pairs[:, 0]], "label_a": labels[pairs[:, 0]],
-                          "path_b": paths[pairs[:, 1]], "label_b": labels[pairs[:, 1]],
-                          "distance": pairs[:, 2].astype(int)}, columns=PAIR_COLUMNS)
+    table = pd.DataFrame(
+        {
+            "path_a": paths[pairs[:, 0]],
+            "label_a": labels[pairs[:, 0]],
+            "path_b": paths[pairs[:, 1]],
+            "label_b": labels[pairs[:, 1]],
+            "distance": pairs[:, 2].astype(int),
+        },
+        columns=PAIR_COLUMNS,
+    )
     same = labels[pairs[:, 0]] == labels[pairs[:, 1]]
     number = components(len(hashed), pairs[same])
     first = pd.Series(paths).groupby(number).transform("first").to_numpy()  # paths are sorted
@@ -88,8 +96,12 @@ def conflicts_of(facts: pd.DataFrame, pairs: pd.DataFrame) -> pd.Series:
 def check_config(cfg: dict) -> None:
     distance = cfg.get("near_duplicate_distance")
     if not isinstance(distance, int) or isinstance(distance, bool) or not 0 <= distance < HASH_BITS:
-        raise ConfigError("params.yaml: validate.near_duplicate_distance must be a whole number "
-                          f"from 0 to {HASH_BITS - 1} (bits of a 64-bit pHash), got {distance!r}")
+        raise ConfigError(
+            "params.yaml: validate.near_duplicate_distance must be a whole number "
+            f"from 0 to {HASH_BITS - 1} (bits of a 64-bit pHash), got {distance!r}"
+        )
     if not isinstance(cfg.get("exclude_near_duplicate_conflicts"), bool):
-        raise ConfigError("params.yaml: validate.exclude_near_duplicate_conflicts must be true "
-                          f"or false, got {cfg.get('exclude_near_duplicate_conflicts')!r}")
+        raise ConfigError(
+            "params.yaml: validate.exclude_near_duplicate_conflicts must be true "
+            f"or false, got {cfg.get('exclude_near_duplicate_conflicts')!r}"
+        )

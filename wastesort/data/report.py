@@ -1,4 +1,5 @@
 """The validation summary (metrics/validation.json), report.md and its thumbnail sheets."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,8 +28,13 @@ def cross_class(pairs: pd.DataFrame) -> pd.DataFrame:
     return pairs[pairs["label_a"] != pairs["label_b"]]
 
 
-def summarise(scan: FolderScan, facts: pd.DataFrame, per_class: pd.DataFrame,
-              pairs: pd.DataFrame, problems: list[str]) -> dict[str, Any]:
+def summarise(
+    scan: FolderScan,
+    facts: pd.DataFrame,
+    per_class: pd.DataFrame,
+    pairs: pd.DataFrame,
+    problems: list[str],
+) -> dict[str, Any]:
     accepted = facts[facts["reason"] == ""]
     counts = {r.label: int(r.accepted) for r in per_class.itertuples()}
     nonzero = [n for n in counts.values() if n]
@@ -46,7 +52,8 @@ def summarise(scan: FolderScan, facts: pd.DataFrame, per_class: pd.DataFrame,
         "near_duplicate_label_conflicts": int(len(cross_class(pairs))),
         "near_duplicate_conflict_files": int(facts["near_conflict"].sum()),
         "near_duplicate_conflicts_excluded": int(
-            (facts["near_conflict"] & facts["reason"].str.startswith("possible label")).sum()),
+            (facts["near_conflict"] & facts["reason"].str.startswith("possible label")).sum()
+        ),
         "converted_to_rgb": int((accepted["mode"] != "RGB").sum()),
         "exif_rotated": int((accepted["exif_orientation"] != 1).sum()),
         "ignored": len(scan.ignored),
@@ -57,8 +64,13 @@ def summarise(scan: FolderScan, facts: pd.DataFrame, per_class: pd.DataFrame,
     }
 
 
-def render_report(scan: FolderScan, facts: pd.DataFrame, summary: dict[str, Any],
-                  pairs: pd.DataFrame, problems: list[str]) -> str:
+def render_report(
+    scan: FolderScan,
+    facts: pd.DataFrame,
+    summary: dict[str, Any],
+    pairs: pd.DataFrame,
+    problems: list[str],
+) -> str:
     lines = [f"# Validation report: {scan.root}", ""]
     lines += [f"- {k}: {v}" for k, v in summary.items() if k != "classes"]
     lines += ["", "## Images per class (accepted)", ""]
@@ -71,15 +83,24 @@ def render_report(scan: FolderScan, facts: pd.DataFrame, summary: dict[str, Any]
         lines.append(f"- {sha[:12]}: " + ", ".join(group["path"]))
     verdict = "excluded" if summary["near_duplicate_conflicts_excluded"] else "kept"
     across = cross_class(pairs)
-    lines += ["", f"## Possible label conflicts: near-duplicates across classes ({len(across)} "
-              f"pairs, {verdict})", ""]
+    lines += [
+        "",
+        f"## Possible label conflicts: near-duplicates across classes ({len(across)} "
+        f"pairs, {verdict})",
+        "",
+    ]
     if len(across):
         lines += [f"![label conflicts]({CONFLICTS_PNG})", ""]
-    lines += [f"- #{n} {r.path_a} ~ {r.path_b} (distance {r.distance})"
-              for n, r in enumerate(across.itertuples(), 1)]
+    lines += [
+        f"- #{n} {r.path_a} ~ {r.path_b} (distance {r.distance})"
+        for n, r in enumerate(across.itertuples(), 1)
+    ]
     groups = near_duplicate_groups(facts[facts["reason"] == ""])
-    lines += ["", f"## Near-duplicate groups within a class ({len(groups)}, each kept in one "
-              "split)", ""]
+    lines += [
+        "",
+        f"## Near-duplicate groups within a class ({len(groups)}, each kept in one split)",
+        "",
+    ]
     if groups:
         lines += [f"![near-duplicate groups]({GROUPS_PNG})", ""]
     lines += [f"- #{n} {', '.join(group)}" for n, group in enumerate(groups, 1)]
@@ -94,14 +115,20 @@ def render_report(scan: FolderScan, facts: pd.DataFrame, summary: dict[str, Any]
     return "\n".join(lines)
 
 
-def plot_near_duplicates(root: Path, outcome: ValidationOutcome, report_dir: Path,
-                         max_pixels: int) -> None:
+def plot_near_duplicates(
+    root: Path, outcome: ValidationOutcome, report_dir: Path, max_pixels: int
+) -> None:
     """Thumbnail sheets, written only when there is something to show: cross-class pairs
     (label_conflicts.png) and within-class groups (near_duplicates.png), numbered."""
     across = cross_class(outcome.pairs)
-    cells = [cell for n, r in enumerate(across.itertuples(), 1) for cell in
-             ((r.path_a, f"#{n} {r.path_a}"),
-              (r.path_b, f"#{n} {r.path_b} (distance {r.distance})"))]
+    cells = [
+        cell
+        for n, r in enumerate(across.itertuples(), 1)
+        for cell in (
+            (r.path_a, f"#{n} {r.path_a}"),
+            (r.path_b, f"#{n} {r.path_b} (distance {r.distance})"),
+        )
+    ]
     if cells:
         plot_grid(root, cells[:MAX_SHOWN], report_dir / CONFLICTS_PNG, max_pixels, columns=4)
     groups = near_duplicate_groups(outcome.manifest)

@@ -4,6 +4,7 @@ The split draws groups, not files: a near-duplicate group (the manifest's ``grou
 validation; byte-identical files share a ``sha256`` when there is none) lands in one split as a
 whole, so no copy of a photo can leak from train into test.
 """
+
 from __future__ import annotations
 
 import pandas as pd
@@ -20,34 +21,49 @@ def group_key(manifest: pd.DataFrame) -> pd.Series:
     return manifest["group"] if "group" in manifest.columns else manifest["sha256"]
 
 
-def split_manifest(manifest: pd.DataFrame, val_fraction: float, test_fraction: float,
-                   seed: int) -> dict[str, pd.DataFrame]:
+def split_manifest(
+    manifest: pd.DataFrame, val_fraction: float, test_fraction: float, seed: int
+) -> dict[str, pd.DataFrame]:
     if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
-        raise ConfigError("params.yaml: split.val_fraction and split.test_fraction must be in "
-                          f"(0, 1) with a sum under 1, got {val_fraction} and {test_fraction}")
+        raise ConfigError(
+            "params.yaml: split.val_fraction and split.test_fraction must be in "
+            f"(0, 1) with a sum under 1, got {val_fraction} and {test_fraction}"
+        )
     ordered = manifest.sort_values("path").reset_index(drop=True)
     ordered["group"] = group_key(ordered)
     groups = ordered.drop_duplicates("group")[["group", "label"]]  # stratum: first file's label
     n_test, n_val = round(test_fraction * len(groups)), round(val_fraction * len(groups))
     try:
-        rest, test = train_test_split(groups, test_size=n_test, random_state=seed,
-                                      stratify=groups["label"])
-        train, val = train_test_split(rest, test_size=n_val, random_state=seed,
-                                      stratify=rest["label"])
+        rest, test = train_test_split(
+            groups, test_size=n_test, random_state=seed, stratify=groups["label"]
+        )
+        train, val = train_test_split(
+            rest, test_size=n_val, random_state=seed, stratify=rest["label"]
+        )
     except ValueError as exc:
         counts = groups["label"].value_counts().to_dict()
-        raise ConfigError(f"cannot stratify {len(groups)} image groups ({counts}) into "
-                          f"train/val/test with these fractions: {exc}") from None
+        raise ConfigError(
+            f"cannot stratify {len(groups)} image groups ({counts}) into "
+            f"train/val/test with these fractions: {exc}"
+        ) from None
     split_of = {g: name for name, part in zip(SPLITS, (train, val, test)) for g in part["group"]}
     ordered["split"] = ordered["group"].map(split_of)
-    return {name: ordered.loc[ordered["split"] == name, SPLIT_COLUMNS]
-            .sort_values(["label", "path"]).reset_index(drop=True) for name in SPLITS}
+    return {
+        name: ordered.loc[ordered["split"] == name, SPLIT_COLUMNS]
+        .sort_values(["label", "path"])
+        .reset_index(drop=True)
+        for name in SPLITS
+    }
 
 
 def split_counts(splits: dict[str, pd.DataFrame]) -> dict[str, dict[str, int]]:
-    return {name: {"total": int(len(frame)),
-                   **{k: int(v) for k, v in frame["label"].value_counts().sort_index().items()}}
-            for name, frame in splits.items()}
+    return {
+        name: {
+            "total": int(len(frame)),
+            **{k: int(v) for k, v in frame["label"].value_counts().sort_index().items()},
+        }
+        for name, frame in splits.items()
+    }
 
 
 def grouped_images(splits: dict[str, pd.DataFrame]) -> tuple[int, int]:

@@ -4,6 +4,7 @@ Python only measures (bytes, format, size, does it decode, perceptual hash, near
 the verdicts come from the GE suite, so the GE validation result and Data Docs are the report of
 record. The input folder is only ever read.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -20,19 +21,24 @@ from PIL import Image
 from tqdm import tqdm
 
 from wastesort import images
-from wastesort.config import ConfigError, is_hidden
+from wastesort.config import ConfigError, UserError, is_hidden
 from wastesort.data import near_duplicates
-from wastesort.data.expectations import (class_expectations, file_expectations, gx_context,
-                                         run_suites, verdicts, write_docs)
+from wastesort.data.expectations import (
+    class_expectations,
+    file_expectations,
+    gx_context,
+    run_suites,
+    verdicts,
+    write_docs,
+)
 from wastesort.data.report import render_report, summarise
 
 log = logging.getLogger(__name__)
 
-MANIFEST_COLUMNS = ["path", "label", "sha256", "phash", "group", "width", "height", "mode",
-                    "notes"]
+MANIFEST_COLUMNS = ["path", "label", "sha256", "phash", "group", "width", "height", "mode", "notes"]
 
 
-class DataCannotTrain(RuntimeError):
+class DataCannotTrain(UserError, RuntimeError):
     """The data set as a whole is unusable (missing class, too few images, no folder)."""
 
 
@@ -62,7 +68,9 @@ def scan_folder(root: Path, configured: list[str]) -> FolderScan:
         elif entry.is_dir():
             folders[entry.name] = entry
         else:
-            scan.ignored.append(f"{entry.name}: file at the root of the data folder, not in a class folder")
+            scan.ignored.append(
+                f"{entry.name}: file at the root of the data folder, not in a class folder"
+            )
     for name, folder in folders.items():
         if configured and name not in configured:
             scan.ignored.append(f"{name}/: folder not in data.classes")
@@ -92,8 +100,16 @@ def probe_file(data: bytes, max_pixels: int) -> dict[str, Any]:
     """Measure one file: header facts, then a decode to RGB via ``wastesort.images`` (all of
     the data; JPEGs at a reduced DCT scale) and the decoded image's perceptual hash."""
     facts: dict[str, Any] = {
-        "bytes": len(data), "format": "none", "width": 0, "height": 0, "mode": "",
-        "decodes": False, "rgb_ok": False, "decode_error": "", "exif_orientation": 1, "notes": "",
+        "bytes": len(data),
+        "format": "none",
+        "width": 0,
+        "height": 0,
+        "mode": "",
+        "decodes": False,
+        "rgb_ok": False,
+        "decode_error": "",
+        "exif_orientation": 1,
+        "notes": "",
         "phash": "",
     }
     if data:
@@ -101,8 +117,12 @@ def probe_file(data: bytes, max_pixels: int) -> dict[str, Any]:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             try:
                 with Image.open(io.BytesIO(data)) as img:
-                    facts.update(format=img.format or "none", width=img.width,
-                                 height=img.height, mode=img.mode)
+                    facts.update(
+                        format=img.format or "none",
+                        width=img.width,
+                        height=img.height,
+                        mode=img.mode,
+                    )
             except Exception:  # noqa: BLE001 - unreadable headers are a fact, judged below
                 pass
     try:
@@ -114,20 +134,41 @@ def probe_file(data: bytes, max_pixels: int) -> dict[str, Any]:
             facts["format"] = "unknown"  # Pillow refused the header itself as a bomb
             facts["width"] = facts["height"] = -1
     else:
-        facts.update(decodes=True, rgb_ok=True, exif_orientation=decoded.exif_orientation,
-                     notes="; ".join(decoded.notes), phash=near_duplicates.phash(decoded.image))
+        facts.update(
+            decodes=True,
+            rgb_ok=True,
+            exif_orientation=decoded.exif_orientation,
+            notes="; ".join(decoded.notes),
+            phash=near_duplicates.phash(decoded.image),
+        )
     return facts
 
 
 def build_facts(scan: FolderScan, max_pixels: int) -> pd.DataFrame:
     rows = []
-    for rel, label in tqdm(scan.files, desc="validate: reading images", unit="img", mininterval=1.0):
+    for rel, label in tqdm(
+        scan.files, desc="validate: reading images", unit="img", mininterval=1.0
+    ):
         data = (scan.root / rel).read_bytes()
         row = {"path": rel, "label": label, "sha256": hashlib.sha256(data).hexdigest()}
         row.update(probe_file(data, max_pixels))
         rows.append(row)
-    columns = ["path", "label", "sha256", "bytes", "format", "width", "height", "mode", "decodes",
-               "rgb_ok", "decode_error", "exif_orientation", "notes", "phash"]
+    columns = [
+        "path",
+        "label",
+        "sha256",
+        "bytes",
+        "format",
+        "width",
+        "height",
+        "mode",
+        "decodes",
+        "rgb_ok",
+        "decode_error",
+        "exif_orientation",
+        "notes",
+        "phash",
+    ]
     facts = pd.DataFrame(rows, columns=columns)
     facts["pixels"] = facts["width"].clip(lower=0) * facts["height"].clip(lower=0)
     facts.loc[facts["width"] < 0, "pixels"] = -1
@@ -149,15 +190,17 @@ def mark_duplicates(facts: pd.DataFrame) -> pd.DataFrame:
         if len(labels) > 1:
             facts.loc[group.index, "label_conflict"] = True
             facts.loc[group.index, "conflict_classes"] = ", ".join(
-                f"{r.label}/{Path(r.path).name}" for r in group.sort_values("path").itertuples())
+                f"{r.label}/{Path(r.path).name}" for r in group.sort_values("path").itertuples()
+            )
         else:
             ordered = group.sort_values("path")
             facts.loc[ordered.index[1:], "duplicate_of"] = ordered["path"].iloc[0]
     return facts
 
 
-def mark_near_duplicates(facts: pd.DataFrame, max_distance: int
-                         ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def mark_near_duplicates(
+    facts: pd.DataFrame, max_distance: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Near-duplicate groups within a class (``group``) and other-class near-duplicates
     (``near_conflict_with``) among decoded files that are not byte-identical copies; returns
     the facts and the close pairs."""
@@ -185,37 +228,53 @@ class ValidationOutcome:
         return not self.problems
 
 
-def validate(root: Path, classes: list[str], cfg: dict[str, Any], docs_dir: Path) -> ValidationOutcome:
+def validate(
+    root: Path, classes: list[str], cfg: dict[str, Any], docs_dir: Path
+) -> ValidationOutcome:
     """Validate the folder; Data Docs and GE's result JSON are written under ``docs_dir``."""
     max_pixels, min_side = int(cfg["max_pixels"]), int(cfg["min_side"])
     min_images = int(cfg["min_images_per_class"])
     scan = scan_folder(root, classes)
-    facts, pairs = mark_near_duplicates(build_facts(scan, max_pixels),
-                                        int(cfg["near_duplicate_distance"]))
-    expectations = file_expectations(max_pixels, min_side,
-                                     bool(cfg["exclude_near_duplicate_conflicts"]))
+    facts, pairs = mark_near_duplicates(
+        build_facts(scan, max_pixels), int(cfg["near_duplicate_distance"])
+    )
+    expectations = file_expectations(
+        max_pixels, min_side, bool(cfg["exclude_near_duplicate_conflicts"])
+    )
     with tempfile.TemporaryDirectory() as tmp:
         context = gx_context(Path(tmp))
         file_run = run_suites(context, {"files": (facts, expectations)}, "path")
         facts["reason"] = verdicts(facts, file_run.failures.get("files", []))
         accepted = facts[facts["reason"] == ""]
-        per_class = pd.DataFrame({
-            "label": scan.classes,
-            "folder_exists": [c not in scan.missing_classes for c in scan.classes],
-            "accepted": [int((accepted["label"] == c).sum()) for c in scan.classes]})
-        class_run = run_suites(context, {"classes": (per_class, class_expectations(min_images))},
-                               "label")
-        problems = [f["reason"].format(**row) for f in class_run.failures.get("classes", [])
-                    for row in _rows_for(per_class, f)]
+        per_class = pd.DataFrame(
+            {
+                "label": scan.classes,
+                "folder_exists": [c not in scan.missing_classes for c in scan.classes],
+                "accepted": [int((accepted["label"] == c).sum()) for c in scan.classes],
+            }
+        )
+        class_run = run_suites(
+            context, {"classes": (per_class, class_expectations(min_images))}, "label"
+        )
+        problems = [
+            f["reason"].format(**row)
+            for f in class_run.failures.get("classes", [])
+            for row in _rows_for(per_class, f)
+        ]
         write_docs(Path(tmp), docs_dir, {**file_run.result, **class_run.result})
     if facts.empty and not problems:
         problems.append(f"no image files found under {root}")
     manifest = accepted[MANIFEST_COLUMNS]
     rejected = facts.loc[facts["reason"] != "", ["path", "label", "reason"]]
     summary = summarise(scan, facts, per_class, pairs, problems)
-    return ValidationOutcome(manifest.reset_index(drop=True), rejected.reset_index(drop=True),
-                             pairs, summary, render_report(scan, facts, summary, pairs, problems),
-                             problems)
+    return ValidationOutcome(
+        manifest.reset_index(drop=True),
+        rejected.reset_index(drop=True),
+        pairs,
+        summary,
+        render_report(scan, facts, summary, pairs, problems),
+        problems,
+    )
 
 
 def _rows_for(table: pd.DataFrame, failure: dict[str, Any]) -> list[dict[str, Any]]:

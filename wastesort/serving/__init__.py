@@ -3,6 +3,7 @@
 (``preprocess.load_for_model``). Nothing here imports TensorFlow: the exported TFLite file runs
 under LiteRT.
 """
+
 from __future__ import annotations
 
 import os
@@ -16,11 +17,15 @@ from wastesort import images, preprocess
 from wastesort.config import ConfigError, load_params, section
 
 #: What an upload problem answers over HTTP.
-STATUS_FOR = {"empty": HTTPStatus.BAD_REQUEST, "too_large": HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-              "bomb": HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-              "not_image": HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
-              "unsupported": HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
-              "corrupt": HTTPStatus.UNPROCESSABLE_ENTITY, "mode": HTTPStatus.UNPROCESSABLE_ENTITY}
+STATUS_FOR = {
+    "empty": HTTPStatus.BAD_REQUEST,
+    "too_large": HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+    "bomb": HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+    "not_image": HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+    "unsupported": HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+    "corrupt": HTTPStatus.UNPROCESSABLE_ENTITY,
+    "mode": HTTPStatus.UNPROCESSABLE_ENTITY,
+}
 MODEL_KINDS = ("float32", "int8")
 
 
@@ -44,51 +49,63 @@ class ServeConfig:
         params = load_params(params_file)
         serve, register = section(params, "serve"), section(params, "register")
         # WASTESORT_SERVE_MODEL overrides serve.model for one server (benchmarks, canaries)
-        kind = str(os.environ.get("WASTESORT_SERVE_MODEL") or serve.get("model", "float32"))
+        kind = str(os.environ.get("WASTESORT_SERVE_MODEL") or serve["model"])
         if kind not in MODEL_KINDS:
-            raise ConfigError(f"params.yaml: serve.model must be one of {', '.join(MODEL_KINDS)}, "
-                              f"got {kind!r}")
-        return cls(model_name=str(register["model_name"]), alias=str(register["alias"]),
-                   model_kind=kind,
-                   max_upload_bytes=int(float(serve["max_upload_mb"]) * 1024 * 1024),
-                   max_pixels=int(serve["max_pixels"]),
-                   max_batch_size=int(serve["max_batch_size"]),
-                   workers=int(serve.get("workers", 1)),
-                   tflite_threads=int(serve["tflite_threads"]),
-                   streams={str(k): str(v) for k, v in (serve.get("streams") or {}).items()},
-                   default_stream=str(serve["default_stream"]),
-                   min_confidence=float(serve.get("min_confidence", 0.0)),
-                   uncertain_stream=str(serve.get("uncertain_stream", "manual_check")))
+            raise ConfigError(
+                f"params.yaml: serve.model must be one of {', '.join(MODEL_KINDS)}, got {kind!r}"
+            )
+        return cls(
+            model_name=str(register["model_name"]),
+            alias=str(register["alias"]),
+            model_kind=kind,
+            max_upload_bytes=int(float(serve["max_upload_mb"]) * 1024 * 1024),
+            max_pixels=int(serve["max_pixels"]),
+            max_batch_size=int(serve["max_batch_size"]),
+            workers=int(serve["workers"]),
+            tflite_threads=int(serve["tflite_threads"]),
+            streams={str(k): str(v) for k, v in serve["streams"].items()},
+            default_stream=str(serve["default_stream"]),
+            min_confidence=float(serve["min_confidence"]),
+            uncertain_stream=str(serve["uncertain_stream"]),
+        )
 
     def stream_for(self, label: str) -> str:
         return self.streams.get(label, self.default_stream)
 
 
-def load_upload(data: bytes, cfg: ServeConfig, size: preprocess.Size, field: str = ""
-                ) -> np.ndarray:
+def load_upload(
+    data: bytes, cfg: ServeConfig, size: preprocess.Size, field: str = ""
+) -> np.ndarray:
     """One upload as the model's input, or ``ImageRejected`` with a reason naming the field."""
     prefix = f"{field}: " if field else ""
     if len(data) > cfg.max_upload_bytes:
         raise images.ImageRejected(
             f"{prefix}upload of {len(data):,} bytes is over the limit of "
-            f"{cfg.max_upload_bytes:,} bytes (serve.max_upload_mb)", "too_large")
+            f"{cfg.max_upload_bytes:,} bytes (serve.max_upload_mb)",
+            "too_large",
+        )
     try:
         return preprocess.load_for_model(data, cfg.max_pixels, size)
     except images.ImageRejected as exc:
         raise images.ImageRejected(prefix + exc.reason, exc.code) from None
 
 
-def describe(labels: list[str], probabilities: np.ndarray, cfg: ServeConfig,
-             model: dict[str, str]) -> dict[str, Any]:
+def describe(
+    labels: list[str], probabilities: np.ndarray, cfg: ServeConfig, model: dict[str, str]
+) -> dict[str, Any]:
     """The answer for one image, as the service and the CLI give it, naming the model. Under
     ``serve.min_confidence`` it is ``uncertain`` and goes to ``serve.uncertain_stream``."""
     best = int(np.argmax(probabilities))
     confidence = float(probabilities[best])
     uncertain = confidence < cfg.min_confidence
-    return {"label": labels[best], "confidence": confidence, "uncertain": uncertain,
-            "stream": cfg.uncertain_stream if uncertain else cfg.stream_for(labels[best]),
-            "probabilities": {c: float(p) for c, p in zip(labels, probabilities)},
-            "model": model}
+    return {
+        "label": labels[best],
+        "confidence": confidence,
+        "uncertain": uncertain,
+        "stream": cfg.uncertain_stream if uncertain else cfg.stream_for(labels[best]),
+        "probabilities": {c: float(p) for c, p in zip(labels, probabilities)},
+        "model": model,
+    }
 
 
 def error_body(exc: images.ImageRejected) -> dict[str, str]:
@@ -96,10 +113,28 @@ def error_body(exc: images.ImageRejected) -> dict[str, str]:
 
 
 from wastesort.serving.batching import Batcher  # noqa: E402
-from wastesort.serving.champion import (Champion, ChampionRef, bento_entry,  # noqa: E402
-                                        load_champion, resolve, resolve_once)
+from wastesort.serving.champion import (  # noqa: E402
+    Champion,
+    ChampionRef,
+    bento_entry,
+    load_champion,
+    resolve,
+    resolve_once,
+)
 from wastesort.serving.guard import UploadGuard  # noqa: E402
 
-__all__ = ["STATUS_FOR", "Batcher", "Champion", "ChampionRef", "ServeConfig", "UploadGuard",
-           "bento_entry", "describe", "error_body", "load_champion", "load_upload", "resolve",
-           "resolve_once"]
+__all__ = [
+    "STATUS_FOR",
+    "Batcher",
+    "Champion",
+    "ChampionRef",
+    "ServeConfig",
+    "UploadGuard",
+    "bento_entry",
+    "describe",
+    "error_body",
+    "load_champion",
+    "load_upload",
+    "resolve",
+    "resolve_once",
+]

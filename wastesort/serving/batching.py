@@ -5,6 +5,7 @@ The API threads decode and resize their uploads in parallel and hand only the re
 to one model thread, so nothing is pickled between processes and no request waits for a
 latency window to fill.
 """
+
 from __future__ import annotations
 
 import queue
@@ -56,5 +57,5 @@ class Batcher:
             self.batch_sizes = (self.batch_sizes + [len(batch)])[-1000:]
             start = 0
             for b, future in jobs:
-                future.set_result(out[start:start + len(b)])
+                future.set_result(out[start : start + len(b)])
                 start += len(b)

@@ -1,11 +1,12 @@
 """Which model is served: the version the registry's alias points at, and only its files.
 
 ``resolve`` asks the MLflow registry (``MLFLOW_TRACKING_URI``, default the clone's
-``mlflow.db``, whose alias table it reads directly) for ``models:/NAME@ALIAS``; the version records the BentoML store tag of its
-exported files and each file's sha256. ``load_champion`` opens that entry, checks the file
-against the recorded hash and runs it under LiteRT. Anything missing or different is a
-``ConfigError`` that says what to run.
+``mlflow.db``, whose alias table it reads directly) for ``models:/NAME@ALIAS``; the version
+records the BentoML store tag of its exported files and each file's sha256. ``load_champion``
+opens that entry, checks the file against the recorded hash and runs it under LiteRT. Anything
+missing or different is a ``ConfigError`` that says what to run.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -17,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from wastesort import paths
 from wastesort.config import ConfigError
 from wastesort.export import FILES
 from wastesort.litert import LiteModel
@@ -57,7 +59,7 @@ def resolve_once(cfg) -> ChampionRef:
 
 
 #: Written by the register stage; a built bento carries it in place of the registry.
-RECEIPT = Path("registry/receipt.json")
+RECEIPT = paths.RECEIPT
 
 
 def from_receipt(cfg) -> ChampionRef | None:
@@ -65,14 +67,22 @@ def from_receipt(cfg) -> ChampionRef | None:
     was built with, as the register stage recorded it."""
     from wastesort.tracking import DEFAULT_TRACKING_URI, tracking_uri
 
-    if tracking_uri() != DEFAULT_TRACKING_URI or Path("mlflow.db").exists() \
-            or not RECEIPT.is_file():
+    if (
+        tracking_uri() != DEFAULT_TRACKING_URI
+        or Path("mlflow.db").exists()
+        or not RECEIPT.is_file()
+    ):
         return None
     r = json.loads(RECEIPT.read_text())
     if (r.get("name"), r.get("alias")) != (cfg.model_name, cfg.alias):
         return None
-    return ChampionRef(r["name"], r["alias"], str(r["version"]), r["bento_model"],
-                       dict(r.get("tflite_sha256") or {}))
+    return ChampionRef(
+        r["name"],
+        r["alias"],
+        str(r["version"]),
+        r["bento_model"],
+        dict(r.get("tflite_sha256") or {}),
+    )
 
 
 def from_sqlite_registry(cfg, uri: str) -> ChampionRef | None:
@@ -89,19 +99,30 @@ def from_sqlite_registry(cfg, uri: str) -> ChampionRef | None:
         return None
     try:
         with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
-            rows = db.execute("SELECT version FROM registered_model_aliases WHERE name = ? AND "
-                              "alias = ?", (cfg.model_name, cfg.alias)).fetchall()
+            rows = db.execute(
+                "SELECT version FROM registered_model_aliases WHERE name = ? AND alias = ?",
+                (cfg.model_name, cfg.alias),
+            ).fetchall()
             if len(rows) != 1:
                 return None
             version = int(rows[0][0])
-            tags = dict(db.execute("SELECT key, value FROM model_version_tags WHERE name = ? "
-                                   "AND version = ?", (cfg.model_name, version)).fetchall())
+            tags = dict(
+                db.execute(
+                    "SELECT key, value FROM model_version_tags WHERE name = ? AND version = ?",
+                    (cfg.model_name, version),
+                ).fetchall()
+            )
     except sqlite3.Error:
         return None
     if not tags.get("bento_model"):
         return None
-    return ChampionRef(cfg.model_name, cfg.alias, str(version), tags["bento_model"],
-                       {kind: tags.get(f"tflite_{kind}_sha256", "") for kind in FILES})
+    return ChampionRef(
+        cfg.model_name,
+        cfg.alias,
+        str(version),
+        tags["bento_model"],
+        {kind: tags.get(f"tflite_{kind}_sha256", "") for kind in FILES},
+    )
 
 
 def resolve(cfg) -> ChampionRef:
@@ -123,16 +144,25 @@ def from_mlflow(cfg, uri: str) -> ChampionRef:
     try:
         version = MlflowClient().get_model_version_by_alias(cfg.model_name, cfg.alias)
     except MlflowException:
-        raise ConfigError(f"no version of model '{cfg.model_name}' has the alias @{cfg.alias} in "
-                          f"the MLflow registry at {uri}; run the pipeline (`dvc exp run`) "
-                          "first") from None
+        raise ConfigError(
+            f"no version of model '{cfg.model_name}' has the alias @{cfg.alias} in "
+            f"the MLflow registry at {uri}; run the pipeline (`dvc exp run`) "
+            "first"
+        ) from None
     tags = version.tags
     tag = tags.get("bento_model")
     if not tag:
-        raise ConfigError(f"{cfg.model_name} version {version.version} (@{cfg.alias}) records no "
-                          f"BentoML model; {FIX}")
-    return ChampionRef(cfg.model_name, cfg.alias, str(version.version), tag,
-                       {kind: tags.get(f"tflite_{kind}_sha256", "") for kind in FILES})
+        raise ConfigError(
+            f"{cfg.model_name} version {version.version} (@{cfg.alias}) records no "
+            f"BentoML model; {FIX}"
+        )
+    return ChampionRef(
+        cfg.model_name,
+        cfg.alias,
+        str(version.version),
+        tag,
+        {kind: tags.get(f"tflite_{kind}_sha256", "") for kind in FILES},
+    )
 
 
 @dataclass
@@ -155,8 +185,13 @@ class Champion:
 
     def info(self) -> dict[str, str]:
         """What every answer says about the model it came from."""
-        return {"name": self.ref.name, "version": self.ref.version, "alias": self.ref.alias,
-                "format": self.kind, "bento_model": self.ref.bento_tag}
+        return {
+            "name": self.ref.name,
+            "version": self.ref.version,
+            "alias": self.ref.alias,
+            "format": self.kind,
+            "bento_model": self.ref.bento_tag,
+        }
 
 
 def bento_entry(ref: ChampionRef):
@@ -166,9 +201,11 @@ def bento_entry(ref: ChampionRef):
     try:
         return bentoml.models.get(ref.bento_tag)
     except NotFound:
-        raise ConfigError(f"{ref.name} version {ref.version} (@{ref.alias}) is BentoML model "
-                          f"{ref.bento_tag}, which is not in the store at {store_home()}; "
-                          f"{FIX}") from None
+        raise ConfigError(
+            f"{ref.name} version {ref.version} (@{ref.alias}) is BentoML model "
+            f"{ref.bento_tag}, which is not in the store at {store_home()}; "
+            f"{FIX}"
+        ) from None
 
 
 def load_champion(cfg, ref: ChampionRef | None = None, entry=None) -> Champion:
@@ -180,8 +217,10 @@ def load_champion(cfg, ref: ChampionRef | None = None, entry=None) -> Champion:
     content = path.read_bytes()  # hashed and loaded from one read
     expected = ref.sha256.get(cfg.model_kind)
     if expected and hashlib.sha256(content).hexdigest() != expected:
-        raise ConfigError(f"{path}: not the file {ref.name} version {ref.version} registered "
-                          f"(sha256 differs); {FIX}")
+        raise ConfigError(
+            f"{path}: not the file {ref.name} version {ref.version} registered "
+            f"(sha256 differs); {FIX}"
+        )
     labels = json.loads(Path(entry.path_of("labels.json")).read_text())
     model = LiteModel(content, cfg.tflite_threads)
     if model.n_outputs != len(labels):

@@ -1,9 +1,9 @@
 """ASGI middleware in front of the service's upload routes: malformed requests get a 4xx."""
+
 from __future__ import annotations
 
 import json
 from http import HTTPStatus
-
 
 #: Set on a request whose field was renamed: the name the client used.
 SENT_FIELD_HEADER = "x-wastesort-upload-field"
@@ -34,19 +34,27 @@ class UploadGuard:
         content_type = headers.get("content-type", "")
         length = headers.get("content-length")
         if length == "0" or (length is None and "transfer-encoding" not in headers):
-            return await self.reject(send, HTTPStatus.BAD_REQUEST, "empty",
-                                     f"{field}: the request has no body")
+            return await self.reject(
+                send, HTTPStatus.BAD_REQUEST, "empty", f"{field}: the request has no body"
+            )
         if not content_type.startswith("multipart/form-data"):
             return await self.reject(
-                send, HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "not_multipart",
+                send,
+                HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+                "not_multipart",
                 f"{field}: send the photo as a multipart/form-data upload in the field "
                 f"'{field}' (curl -F {field}=@photo.jpg), not as "
-                f"{content_type or 'a body with no content type'}")
+                f"{content_type or 'a body with no content type'}",
+            )
         limit = self.max_body_bytes[path]
         if length is not None and length.isdigit() and int(length) > limit:
-            return await self.reject(send, HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "too_large",
-                                     f"{field}: request of {int(length):,} bytes is over the "
-                                     f"limit of {limit:,} bytes (serve.max_upload_mb)")
+            return await self.reject(
+                send,
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                "too_large",
+                f"{field}: request of {int(length):,} bytes is over the "
+                f"limit of {limit:,} bytes (serve.max_upload_mb)",
+            )
         body, more = [], True
         size = 0
         while more:
@@ -56,9 +64,12 @@ class UploadGuard:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                return await self.reject(send, HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "too_large",
-                                         f"{field}: request over the limit of {limit:,} bytes "
-                                         "(serve.max_upload_mb)")
+                return await self.reject(
+                    send,
+                    HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                    "too_large",
+                    f"{field}: request over the limit of {limit:,} bytes (serve.max_upload_mb)",
+                )
             body.append(chunk)
             more = message.get("more_body", False)
         data = b"".join(body)
@@ -85,14 +96,15 @@ class UploadGuard:
         head_end = data.find(b"\r\n\r\n")
         head = data[:head_end].replace(f'name="{old}"'.encode(), f'name="{new}"'.encode(), 1)
         data = head + data[head_end:]
-        headers = [(k, str(len(data)).encode()) if k.lower() == b"content-length" else (k, v)
-                   for k, v in scope["headers"]]
+        headers = [
+            (k, str(len(data)).encode()) if k.lower() == b"content-length" else (k, v)
+            for k, v in scope["headers"]
+        ]
         headers.append((SENT_FIELD_HEADER.encode(), old.encode()))  # for the API's messages
         return data, {**scope, "headers": headers}
 
     @staticmethod
-    async def form_problem(scope, data: bytes, accepted: tuple[str, ...]
-                           ) -> tuple[str | None, str]:
+    async def form_problem(scope, data: bytes, accepted: tuple[str, ...]) -> tuple[str | None, str]:
         """What is wrong with the form (None: nothing) and the accepted field it used."""
         from starlette.requests import Request
 
@@ -113,15 +125,20 @@ class UploadGuard:
                 return f"{field}: no form field {wanted} (fields sent: {found})", field
             field = present[0]
             if len(present) > 1:
-                return (f"{field}: send one photo, in one of the fields "
-                        f"{', '.join(accepted)}", field)
+                return (
+                    f"{field}: send one photo, in one of the fields {', '.join(accepted)}",
+                    field,
+                )
             unexpected = sorted(set(names) - {field})
             if unexpected:
-                return (f"{field}: unexpected form field(s) {', '.join(unexpected)}; "
-                        f"send the photo(s) in '{field}' only"), field
+                return (
+                    f"{field}: unexpected form field(s) {', '.join(unexpected)}; "
+                    f"send the photo(s) in '{field}' only"
+                ), field
             if any(isinstance(v, str) for v in form.getlist(field)):
-                return (f"{field}: must be a file upload (curl -F {field}=@photo.jpg), "
-                        "not text"), field
+                return (
+                    f"{field}: must be a file upload (curl -F {field}=@photo.jpg), not text"
+                ), field
         finally:
             await form.close()
         return None, field
@@ -129,7 +146,14 @@ class UploadGuard:
     @staticmethod
     async def reject(send, status: HTTPStatus, code: str, message: str) -> None:
         body = json.dumps({"error": message, "code": code}).encode()
-        await send({"type": "http.response.start", "status": int(status),
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": int(status),
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})

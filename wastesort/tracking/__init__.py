@@ -7,6 +7,7 @@ params or another tracking server, opens a new one and copies the fine-tuning ep
 the id in ``models/mlflow_run.json``, and ``evaluate`` and ``register`` reopen it, so params,
 epochs, test metrics and the model sit together.
 """
+
 from __future__ import annotations
 
 import os
@@ -16,9 +17,11 @@ from typing import Any
 
 import yaml
 
+from wastesort import paths
+
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-RUN_FILE = Path("models/mlflow_run.json")
-FINETUNE_RUN_FILE = Path("data/finetuned/mlflow_run.json")
+RUN_FILE = paths.MODELS / "mlflow_run.json"
+FINETUNE_RUN_FILE = paths.FINETUNED / "mlflow_run.json"
 TRAINED_TAG = "wastesort.trained"  # set by `train`: that run has its model, start another
 
 
@@ -48,8 +51,9 @@ def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, str]:
 def git_state() -> dict[str, str]:
     def git(*args: str) -> str:
         try:
-            return subprocess.run(["git", *args], capture_output=True, text=True, check=True,
-                                  timeout=30).stdout.strip()
+            return subprocess.run(
+                ["git", *args], capture_output=True, text=True, check=True, timeout=30
+            ).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             return ""
 
@@ -88,10 +92,14 @@ def dvc_experiment() -> str | None:
 
 
 def run_tags(params: dict[str, Any]) -> dict[str, str]:
-    data_path = str(params.get("data", {}).get("path", ""))
+    data_path = str(params["data"]["path"])
     experiment = dvc_experiment()
-    return {**git_state(), "data_path": data_path, "data_dvc_md5": data_hash(data_path),
-            "pipeline": f"dvc exp run ({experiment})" if experiment else "dvc repro"}
+    return {
+        **git_state(),
+        "data_path": data_path,
+        "data_dvc_md5": data_hash(data_path),
+        "pipeline": f"dvc exp run ({experiment})" if experiment else "dvc repro",
+    }
 
 
 def model_signature(n_classes: int):
@@ -102,7 +110,8 @@ def model_signature(n_classes: int):
 
     return ModelSignature(
         inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1, -1, 3), "image")]),
-        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, n_classes), "probabilities")]))
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, n_classes), "probabilities")]),
+    )
 
 
 def reopen_run():
@@ -142,8 +151,13 @@ def log_finetune_summary(summary: dict[str, Any]) -> None:
     """metrics/finetune.json's numbers as ``finetune_*`` metrics of the active run."""
     import mlflow
 
-    mlflow.log_metrics({f"finetune_{k}": float(v) for k, v in summary.items()
-                        if k not in ("layers", "epochs_run") and isinstance(v, (int, float))})
+    mlflow.log_metrics(
+        {
+            f"finetune_{k}": float(v)
+            for k, v in summary.items()
+            if k not in ("layers", "epochs_run") and isinstance(v, (int, float))
+        }
+    )
 
 
 def pipeline_run(params: dict[str, Any]):
@@ -156,15 +170,21 @@ def pipeline_run(params: dict[str, Any]):
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    run_id = (json.loads(FINETUNE_RUN_FILE.read_text()).get("run_id")
-              if FINETUNE_RUN_FILE.is_file() else None)
+    run_id = (
+        json.loads(FINETUNE_RUN_FILE.read_text()).get("run_id")
+        if FINETUNE_RUN_FILE.is_file()
+        else None
+    )
     if run_id:
         try:
             opened = mlflow.get_run(run_id)
         except MlflowException:
             opened = None
-        if opened is not None and TRAINED_TAG not in opened.data.tags \
-                and opened.data.params == flatten(params):
+        if (
+            opened is not None
+            and TRAINED_TAG not in opened.data.tags
+            and opened.data.params == flatten(params)
+        ):
             run = mlflow.start_run(run_id=run_id)
             mlflow.set_tag(TRAINED_TAG, "true")
             return run, True
@@ -180,8 +200,9 @@ def live_epoch_metrics(prefix: str):
 
     class LiveEpochMetrics(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            mlflow.log_metrics({f"{prefix}{k}": float(v) for k, v in (logs or {}).items()},
-                               step=epoch)
+            mlflow.log_metrics(
+                {f"{prefix}{k}": float(v) for k, v in (logs or {}).items()}, step=epoch
+            )
 
     return LiveEpochMetrics()
 

@@ -6,6 +6,7 @@ a tag derived from the model's sha256 (so two clones or data sets on one machine
 entry), and the version records that tag and each file's sha256 (``bento_model``,
 ``tflite_<kind>_sha256``): the service serves what the alias points at and nothing else.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,9 +37,15 @@ class Receipt:
         return asdict(self)
 
 
-def register_version(name: str, alias: str, model_uri: str, model_sha256: str,
-                     tags: dict[str, str], description: str, move_alias: bool = True
-                     ) -> tuple[str, bool]:
+def register_version(
+    name: str,
+    alias: str,
+    model_uri: str,
+    model_sha256: str,
+    tags: dict[str, str],
+    description: str,
+    move_alias: bool = True,
+) -> tuple[str, bool]:
     """Register (unless this exact model file already is) and, with ``move_alias``, point the
     alias at it."""
     from mlflow import MlflowClient, register_model
@@ -49,8 +56,9 @@ def register_version(name: str, alias: str, model_uri: str, model_sha256: str,
         client.get_registered_model(name)
     except MlflowException:
         client.create_registered_model(name, description=description)
-    existing = client.search_model_versions(f"name = '{name}' and tags.model_sha256 = "
-                                            f"'{model_sha256}'")
+    existing = client.search_model_versions(
+        f"name = '{name}' and tags.model_sha256 = '{model_sha256}'"
+    )
     if existing:
         version, created = str(max(int(v.version) for v in existing)), False
         for key, value in tags.items():  # an already registered file gets this run's tags
@@ -69,9 +77,15 @@ def alias_receipt(name: str, alias: str) -> Receipt:
     from mlflow import MlflowClient
 
     v = MlflowClient().get_model_version_by_alias(name, alias)
-    return Receipt(name, str(v.version), alias, v.tags.get("model_sha256", ""), v.run_id,
-                   v.tags.get("bento_model", ""),
-                   {kind: v.tags.get(f"tflite_{kind}_sha256", "") for kind in FILES})
+    return Receipt(
+        name,
+        str(v.version),
+        alias,
+        v.tags.get("model_sha256", ""),
+        v.run_id,
+        v.tags.get("bento_model", ""),
+        {kind: v.tags.get(f"tflite_{kind}_sha256", "") for kind in FILES},
+    )
 
 
 def bento_tag(name: str, model_sha256: str) -> str:
@@ -86,8 +100,10 @@ def store_files(tag: str, folder: Path, metadata: dict[str, Any]) -> str:
     wanted = {f: file_sha256(folder / f) for f in STORE_FILES}
     try:
         existing = bentoml.models.get(tag)
-        if all(Path(existing.path_of(f)).is_file() and file_sha256(Path(existing.path_of(f))) == s
-               for f, s in wanted.items()):
+        if all(
+            Path(existing.path_of(f)).is_file() and file_sha256(Path(existing.path_of(f))) == s
+            for f, s in wanted.items()
+        ):
             return str(existing.tag)
         bentoml.models.delete(tag)
     except NotFound:
@@ -106,12 +122,18 @@ def store_version(name: str, version, export_dir: Path) -> str:
     for kind, f in FILES.items():
         expected = tags.get(f"tflite_{kind}_sha256")
         if expected and file_sha256(export_dir / f) != expected:
-            raise ValueError(f"{export_dir / f}: sha256 differs from what {name} version "
-                             f"{version.version} registered")
-    metadata = {"mlflow_model": name, "mlflow_version": str(version.version),
-                "model_sha256": tags.get("model_sha256"), "mlflow_run_id": version.run_id,
-                "labels": json.loads((export_dir / "labels.json").read_text()),
-                "test_accuracy": float(tags.get("test_accuracy", "nan"))}
+            raise ValueError(
+                f"{export_dir / f}: sha256 differs from what {name} version "
+                f"{version.version} registered"
+            )
+    metadata = {
+        "mlflow_model": name,
+        "mlflow_version": str(version.version),
+        "model_sha256": tags.get("model_sha256"),
+        "mlflow_run_id": version.run_id,
+        "labels": json.loads((export_dir / "labels.json").read_text()),
+        "test_accuracy": float(tags.get("test_accuracy", "nan")),
+    }
     tag = store_files(bento_tag(name, tags["model_sha256"]), export_dir, metadata)
     MlflowClient().set_model_version_tag(name, str(version.version), "bento_model", tag)
     return tag
@@ -125,8 +147,9 @@ def import_champion(name: str, alias: str) -> tuple[str, str]:
 
     version = MlflowClient().get_model_version_by_alias(name, alias)
     with tempfile.TemporaryDirectory() as tmp:
-        local = mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path="export",
-                                                    dst_path=tmp)
+        local = mlflow.artifacts.download_artifacts(
+            run_id=version.run_id, artifact_path="export", dst_path=tmp
+        )
         return str(version.version), store_version(name, version, Path(local))
 
 

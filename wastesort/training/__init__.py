@@ -5,7 +5,6 @@
 - ``distribute``: where training runs (one device, ``MirroredStrategy``,
   ``MultiWorkerMirroredStrategy``), mixed precision.
 
-Imports point down only: these modules use ``wastesort.model``, ``calibration``, ``features`` and
-``config``; the stages import them, and within ``wastesort`` only ``stage`` does (``distribute``,
-to place a training stage).
+Imports point down only: these modules use ``wastesort.model``, ``calibration``, ``features``,
+``config`` and ``stage`` (to load TensorFlow); only the training stages import them.
 """

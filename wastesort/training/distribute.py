@@ -8,14 +8,15 @@ tests prove that path on a laptop. ``multi_worker`` spans the machines named in 
 (``MultiWorkerMirroredStrategy``; one worker without it). Batch sizes in params are global: a
 step's batch is split across the replicas, so every strategy computes the same mean gradient.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-from wastesort.config import ConfigError
+from wastesort import config
+from wastesort.stage import load_tensorflow
 
-STRATEGIES = ("none", "mirrored", "multi_worker")
 #: bfloat16 needs no loss scaling (so the weight EMA is kept as on float32); GPUs from compute
 #: capability 8.0 (Ampere, Hopper) run it on their tensor cores.
 BF16_MIN_CAPABILITY = (8, 0)
@@ -33,17 +34,10 @@ def setup(tf, cfg: dict[str, Any] | None) -> Placement:
     one device, float32). Call it before anything runs on TensorFlow's devices."""
     import keras
 
-    cfg = cfg or {}
-    name = str(cfg.get("strategy", "none"))
-    if name not in STRATEGIES:
-        raise ConfigError(f"params.yaml: distribute.strategy must be one of "
-                          f"{', '.join(STRATEGIES)}, got {name!r}")
-    logical_cpus = int(cfg.get("logical_cpus", 0) or 0)
-    if logical_cpus < 0:
-        raise ConfigError(f"params.yaml: distribute.logical_cpus must be >= 0, got {logical_cpus}")
+    settings = config.typed("distribute", cfg or {})
+    name, logical_cpus = settings.strategy, settings.logical_cpus
     gpus = tf.config.list_physical_devices("GPU")
-    names = [tf.config.experimental.get_device_details(g).get("device_name", g.name)
-             for g in gpus]
+    names = [tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus]
     if name == "none":
         strategy = tf.distribute.get_strategy()
         where = names[0] if names else "CPU"
@@ -51,22 +45,40 @@ def setup(tf, cfg: dict[str, Any] | None) -> Placement:
         if not gpus and logical_cpus > 1:
             cpu = tf.config.list_physical_devices("CPU")[0]
             tf.config.set_logical_device_configuration(
-                cpu, [tf.config.LogicalDeviceConfiguration()] * logical_cpus)
+                cpu, [tf.config.LogicalDeviceConfiguration()] * logical_cpus
+            )
             devices = [f"/cpu:{i}" for i in range(logical_cpus)]
             strategy = tf.distribute.MirroredStrategy(devices)
             where = f"mirrored over {logical_cpus} logical CPU devices"
         else:
             strategy = tf.distribute.MirroredStrategy()
-            where = (f"mirrored over {len(gpus)} GPU(s): {', '.join(names)}" if gpus
-                     else "mirrored over 1 device: CPU")
+            where = (
+                f"mirrored over {len(gpus)} GPU(s): {', '.join(names)}"
+                if gpus
+                else "mirrored over 1 device: CPU"
+            )
     else:
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
-        where = (f"multi_worker, {strategy.num_replicas_in_sync} replica(s) on this worker "
-                 f"({', '.join(names) or 'CPU'})")
+        where = (
+            f"multi_worker, {strategy.num_replicas_in_sync} replica(s) on this worker "
+            f"({', '.join(names) or 'CPU'})"
+        )
     precision = "float32"
-    if cfg.get("mixed_precision", True) and gpus:
+    if settings.mixed_precision and gpus:
         capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability")
         if capability and tuple(capability) >= BF16_MIN_CAPABILITY:
             precision = "mixed_bfloat16"
     keras.mixed_precision.set_global_policy(precision)
     return Placement(strategy, where, precision)
+
+
+def place(name: str, params: dict, mixed_precision: bool = True) -> Placement:
+    """For a training stage: TensorFlow loaded, the ``distribute`` section applied (strategy,
+    and mixed precision unless ``mixed_precision`` is False) and the device printed."""
+    tf = load_tensorflow()
+    cfg = dict(params.get("distribute") or {})
+    if not mixed_precision:
+        cfg["mixed_precision"] = False
+    placement = setup(tf, cfg)
+    print(f"{name}: training on {placement.description} ({placement.precision})")
+    return placement

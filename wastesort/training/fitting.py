@@ -7,9 +7,10 @@ label smoothing, the best epoch by validation accuracy restored (Keras EarlyStop
 request a cosine learning-rate decay and an exponential moving average of the weights (Keras's
 optimizer EMA, evaluated and kept through ``SwapEMAWeights``).
 """
+
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,7 @@ from sklearn.utils.class_weight import compute_class_weight
 
 from wastesort import calibration
 from wastesort.config import ConfigError
-from wastesort.model import (Classifier, fold_temperature, head_logits, set_fine_tuning,
-                             top_backbone)
+from wastesort.model import Classifier, fold_temperature, head_logits, set_fine_tuning, top_backbone
 
 
 @dataclass
@@ -49,22 +49,48 @@ def class_order(configured: list[str], labels: np.ndarray) -> list[str]:
 def class_weights(y: np.ndarray, n_classes: int) -> dict[int, float]:
     present = np.unique(y)
     weights = compute_class_weight("balanced", classes=present, y=y)
-    return {int(c): float(w) for c, w in zip(present, weights)} | \
-        {c: 1.0 for c in range(n_classes) if c not in present}
+    return {int(c): float(w) for c, w in zip(present, weights)} | {
+        c: 1.0 for c in range(n_classes) if c not in present
+    }
 
 
-def optimizer(cfg: dict[str, Any], steps_per_epoch: int):
+@dataclass(frozen=True)
+class Recipe:
+    """What one ``fit`` call uses, read from a ``finetune`` or ``train`` section. A key that
+    section does not have keeps the value here: ``train`` has no schedule, EMA or seed-shuffled
+    replica batches of its own, ``finetune`` no ``class_weights`` switch (it always weights)."""
+
+    lr: float
+    epochs: int
+    batch_size: int
+    patience: int
+    seed: int = 0
+    label_smoothing: float = 0.0
+    class_weights: bool = True
+    lr_schedule: str = "constant"
+    ema_momentum: float = 0.0
+
+    @classmethod
+    def of(cls, cfg: dict[str, Any] | Recipe) -> Recipe:
+        if isinstance(cfg, Recipe):
+            return cfg
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in cfg.items() if k in names})
+
+
+def optimizer(cfg: dict[str, Any] | Recipe, steps_per_epoch: int):
     """Adam at ``lr``; ``lr_schedule: cosine`` decays it to 0 over ``epochs``, and
     ``ema_momentum`` > 0 keeps a moving average of the weights (what is evaluated and kept)."""
     import keras
 
-    lr = float(cfg["lr"])
-    schedule = cfg.get("lr_schedule", "constant")
+    recipe = Recipe.of(cfg)
+    lr = float(recipe.lr)
+    schedule = recipe.lr_schedule
     if schedule == "cosine":
-        lr = keras.optimizers.schedules.CosineDecay(lr, int(cfg["epochs"]) * steps_per_epoch)
+        lr = keras.optimizers.schedules.CosineDecay(lr, int(recipe.epochs) * steps_per_epoch)
     elif schedule != "constant":
         raise ConfigError(f"params.yaml: lr_schedule must be constant or cosine, got {schedule!r}")
-    ema = float(cfg.get("ema_momentum", 0.0))
+    ema = float(recipe.ema_momentum)
     if not 0.0 <= ema < 1.0:
         raise ConfigError(f"params.yaml: ema_momentum must be in [0, 1), got {ema}")
     return keras.optimizers.Adam(lr, use_ema=ema > 0, ema_momentum=ema or 0.99)
@@ -91,25 +117,35 @@ def epoch_timer():
     return EpochTimer()
 
 
-def fit(model, train, val: tuple[np.ndarray, np.ndarray], cfg: dict[str, Any],
-        history_csv: Path, callbacks: list | None = None, first_epoch: int = 0,
-        train_labels: np.ndarray | None = None) -> TrainingResult:
+def fit(
+    model,
+    train,
+    val: tuple[np.ndarray, np.ndarray],
+    cfg: dict[str, Any],
+    history_csv: Path,
+    callbacks: list | None = None,
+    first_epoch: int = 0,
+    train_labels: np.ndarray | None = None,
+) -> TrainingResult:
     """Train ``model`` with ``cfg`` (lr, epochs, batch_size, patience, label_smoothing,
     class_weights, optionally lr_schedule and ema_momentum); the weights of the best validation
     epoch are kept. ``train`` is an (inputs, labels) pair, or a Keras dataset of one-hot batches
     with ``train_labels`` given."""
     import keras
 
+    cfg = Recipe.of(cfg)
     n_classes = int(model.output.shape[-1])
-    batch = int(cfg["batch_size"])
+    batch = int(cfg.batch_size)
     replicas = check_replica_batches(batch)
     validation = (val[0], keras.utils.to_categorical(val[1], n_classes))
     if isinstance(train, tuple):
         train_labels = train[1]
         targets = keras.utils.to_categorical(train[1], n_classes)
         if replicas > 1:  # the dataset reshuffles itself each epoch
-            inputs = {"x": full_batches(train[0], targets, batch, replicas,
-                                        int(cfg.get("seed", 0))), "shuffle": False}
+            inputs = {
+                "x": full_batches(train[0], targets, batch, replicas, int(cfg.seed)),
+                "shuffle": False,
+            }
             steps = len(inputs["x"])
         else:
             inputs = {"x": train[0], "y": targets, "batch_size": batch, "shuffle": True}
@@ -123,33 +159,53 @@ def fit(model, train, val: tuple[np.ndarray, np.ndarray], cfg: dict[str, Any],
     opt = optimizer(cfg, steps)
     model.compile(
         optimizer=opt,
-        loss=keras.losses.CategoricalCrossentropy(
-            label_smoothing=float(cfg.get("label_smoothing", 0.0))),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=float(cfg.label_smoothing)),
         # several replicas: weighted, so the padding rows of weight 0 do not count (training
         # accuracy then weighs by class_weights too)
-        **{"weighted_metrics" if replicas > 1 else "metrics":
-           [keras.metrics.CategoricalAccuracy(name="accuracy")]})
-    stopper = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max",
-                                            patience=int(cfg["patience"]),
-                                            restore_best_weights=True, verbose=1)
+        **{
+            "weighted_metrics" if replicas > 1 else "metrics": [
+                keras.metrics.CategoricalAccuracy(name="accuracy")
+            ]
+        },
+    )
+    stopper = keras.callbacks.EarlyStopping(
+        monitor="val_accuracy",
+        mode="max",
+        patience=int(cfg.patience),
+        restore_best_weights=True,
+        verbose=1,
+    )
     history_csv.parent.mkdir(parents=True, exist_ok=True)
     timer = epoch_timer()
     fitted = model.fit(
         **inputs,
-        validation_data=validation, validation_batch_size=batch if replicas > 1 else None,
-        epochs=first_epoch + int(cfg["epochs"]), initial_epoch=first_epoch,
-        class_weight=class_weights(train_labels, n_classes) if cfg.get("class_weights", True)
-        else None,
+        validation_data=validation,
+        validation_batch_size=batch if replicas > 1 else None,
+        epochs=first_epoch + int(cfg.epochs),
+        initial_epoch=first_epoch,
+        class_weight=class_weights(train_labels, n_classes) if cfg.class_weights else None,
         # SwapEMAWeights first: validation, the best-epoch copy and the result use the average.
-        callbacks=[*([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if opt.use_ema else []),
-                   stopper, keras.callbacks.CSVLogger(str(history_csv), append=first_epoch > 0),
-                   timer, *(callbacks or [])],
-        verbose=2)
-    history = [{"epoch": e, **{k: float(v[i]) for k, v in fitted.history.items()}}
-               for i, e in enumerate(fitted.epoch)]
+        callbacks=[
+            *([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if opt.use_ema else []),
+            stopper,
+            keras.callbacks.CSVLogger(str(history_csv), append=first_epoch > 0),
+            timer,
+            *(callbacks or []),
+        ],
+        verbose=2,
+    )
+    history = [
+        {"epoch": e, **{k: float(v[i]) for k, v in fitted.history.items()}}
+        for i, e in enumerate(fitted.epoch)
+    ]
     best = max((h["val_accuracy"] for h in history), default=0.0)
-    return TrainingResult(best, first_epoch + len(history), history,
-                          epoch_seconds=timer.seconds, train_images=len(train_labels))
+    return TrainingResult(
+        best,
+        first_epoch + len(history),
+        history,
+        epoch_seconds=timer.seconds,
+        train_images=len(train_labels),
+    )
 
 
 def check_replica_batches(batch_size: int) -> int:
@@ -159,8 +215,10 @@ def check_replica_batches(batch_size: int) -> int:
 
     replicas = tf.distribute.get_strategy().num_replicas_in_sync
     if replicas > 1 and batch_size % replicas:
-        raise ConfigError(f"params.yaml: batch_size {batch_size} must be a multiple of the "
-                          f"{replicas} replicas of distribute.strategy")
+        raise ConfigError(
+            f"params.yaml: batch_size {batch_size} must be a multiple of the "
+            f"{replicas} replicas of distribute.strategy"
+        )
     return replicas
 
 
@@ -175,41 +233,70 @@ def full_batches(x: np.ndarray, y: np.ndarray, batch_size: int, replicas: int, s
     if len(x) < batch_size:  # one batch, evenly divisible
         batch_size = max(replicas, len(x) - len(x) % replicas)
     data = tf.data.Dataset.from_tensor_slices((x, y))
-    return data.shuffle(len(x), seed=seed, reshuffle_each_iteration=True) \
-        .batch(batch_size, drop_remainder=True)
+    return data.shuffle(len(x), seed=seed, reshuffle_each_iteration=True).batch(
+        batch_size, drop_remainder=True
+    )
 
 
 def padded_with_zero_weight(x: np.ndarray, y: np.ndarray, batch_size: int):
     extra = -len(x) % batch_size
     weights = np.concatenate([np.ones(len(x), np.float32), np.zeros(extra, np.float32)])
-    return (np.concatenate([x, np.repeat(x[:1], extra, axis=0)]),
-            np.concatenate([y, np.repeat(y[:1], extra, axis=0)]), weights)
+    return (
+        np.concatenate([x, np.repeat(x[:1], extra, axis=0)]),
+        np.concatenate([y, np.repeat(y[:1], extra, axis=0)]),
+        weights,
+    )
 
 
-def fine_tune(classifier: Classifier, train: tuple[np.ndarray, np.ndarray],
-              val: tuple[np.ndarray, np.ndarray], head_cfg: dict[str, Any],
-              tune_cfg: dict[str, Any], history_csv: Path, fresh=None,
-              callbacks: list | None = None) -> TrainingResult:
+def fine_tune(
+    classifier: Classifier,
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    head_cfg: dict[str, Any],
+    tune_cfg: dict[str, Any],
+    history_csv: Path,
+    fresh=None,
+    callbacks: list | None = None,
+) -> TrainingResult:
     """Head first on pooled activations, then the backbone top and head together, on
     ``fresh`` (newly augmented images each epoch, see ``FreshVariants``) when given, else on
     the cached activations. ``callbacks`` see both phases' epochs, numbered on from one to the
     other (as in ``history_csv``)."""
     pooled_train = classifier.pooler.predict(train[0], batch_size=64, verbose=0)
     pooled_val = classifier.pooler.predict(val[0], batch_size=64, verbose=0)
-    warm = fit(classifier.head, (pooled_train, train[1]), (pooled_val, val[1]), head_cfg,
-               history_csv, callbacks)
+    warm = fit(
+        classifier.head,
+        (pooled_train, train[1]),
+        (pooled_val, val[1]),
+        head_cfg,
+        history_csv,
+        callbacks,
+    )
     if top_backbone(classifier) is None:
         return warm
     before = classifier.top.get_weights()
     set_fine_tuning(classifier, True)
     data = (fresh.as_dataset(), fresh.labels) if fresh is not None else (train, None)
-    tuned = fit(classifier.top, data[0], val, tune_cfg, history_csv, callbacks,
-                first_epoch=warm.epochs_run, train_labels=data[1])
+    tuned = fit(
+        classifier.top,
+        data[0],
+        val,
+        tune_cfg,
+        history_csv,
+        callbacks,
+        first_epoch=warm.epochs_run,
+        train_labels=data[1],
+    )
     set_fine_tuning(classifier, False)
     kept = not restore_unless_beaten(classifier.top, before, warm.best_val_accuracy, tuned)
-    return TrainingResult(max(warm.best_val_accuracy, tuned.best_val_accuracy),
-                          tuned.epochs_run, warm.history + tuned.history, kept,
-                          epoch_seconds=tuned.epoch_seconds, train_images=tuned.train_images)
+    return TrainingResult(
+        max(warm.best_val_accuracy, tuned.best_val_accuracy),
+        tuned.epochs_run,
+        warm.history + tuned.history,
+        kept,
+        epoch_seconds=tuned.epoch_seconds,
+        train_images=tuned.train_images,
+    )
 
 
 def speed(result: TrainingResult) -> dict[str, float]:
@@ -217,8 +304,10 @@ def speed(result: TrainingResult) -> dict[str, float]:
     if not result.epoch_seconds:
         return {}
     mean = sum(result.epoch_seconds) / len(result.epoch_seconds)
-    return {"epoch_seconds": round(mean, 1),
-            "train_images_per_second": round(result.train_images / mean, 1)}
+    return {
+        "epoch_seconds": round(mean, 1),
+        "train_images_per_second": round(result.train_images / mean, 1),
+    }
 
 
 def accuracy(model, x: np.ndarray, y: np.ndarray) -> float:
@@ -226,9 +315,15 @@ def accuracy(model, x: np.ndarray, y: np.ndarray) -> float:
     return float((probabilities.argmax(axis=1) == y).mean())
 
 
-def fit_head(head, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
-             cfg: dict[str, Any], history_csv: Path, callbacks: list | None = None,
-             start: Path | None = None) -> TrainingResult:
+def fit_head(
+    head,
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    cfg: dict[str, Any],
+    history_csv: Path,
+    callbacks: list | None = None,
+    start: Path | None = None,
+) -> TrainingResult:
     """Fit the head on pooled features, starting from the fine-tuning phase's head when
     ``start`` holds weights of the same shape (it was trained with the backbone on fresh
     variants, so it is kept unless training beats its validation accuracy), else from scratch.
@@ -250,8 +345,9 @@ def fit_head(head, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, 
     return result
 
 
-def restore_unless_beaten(model, before: list[np.ndarray], before_accuracy: float,
-                          result: TrainingResult) -> bool:
+def restore_unless_beaten(
+    model, before: list[np.ndarray], before_accuracy: float, result: TrainingResult
+) -> bool:
     """Put ``before`` back when training (``result``) did not reach its validation accuracy;
     a tie goes to the trained weights. True when restored."""
     if result.best_val_accuracy >= before_accuracy:
@@ -260,8 +356,9 @@ def restore_unless_beaten(model, before: list[np.ndarray], before_accuracy: floa
     return True
 
 
-def calibrate_head(head, features: np.ndarray, y: np.ndarray, enabled: bool = True
-                   ) -> dict[str, Any]:
+def calibrate_head(
+    head, features: np.ndarray, y: np.ndarray, enabled: bool = True
+) -> dict[str, Any]:
     """Temperature scaling fitted on (validation) ``features``, folded into the head's last
     layer; NLL and ECE on them before and after. ``enabled`` False records T = 1."""
     report = calibration.fit_and_report(head_logits(head, features), y, enabled)

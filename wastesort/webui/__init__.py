@@ -1,4 +1,5 @@
 """The upload page at `/`: pick or drop a photo, see the material and class probabilities."""
+
 from __future__ import annotations
 
 from pathlib import Path

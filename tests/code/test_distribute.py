@@ -1,5 +1,6 @@
 """Training under a `tf.distribute` strategy: the mirrored path on this CPU split into two
 logical devices learns what one device learns, and runs the real fine-tune and train stages."""
+
 from __future__ import annotations
 
 import json
@@ -47,13 +48,24 @@ LEARN = textwrap.dedent("""
 
 
 def learn(distribute: dict, tmp_path) -> dict:
-    proc = subprocess.run([sys.executable, "-c", LEARN, json.dumps(distribute),
-                           str(tmp_path / f"{distribute['strategy']}.csv")],
-                          capture_output=True, text=True, env=tool_env(), timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            LEARN,
+            json.dumps(distribute),
+            str(tmp_path / f"{distribute['strategy']}.csv"),
+        ],
+        capture_output=True,
+        text=True,
+        env=tool_env(),
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # about a minute: two trainings in subprocesses
 def test_mirrored_on_two_logical_cpus_learns_what_one_device_learns(tmp_path):
     one = learn({"strategy": "none"}, tmp_path)
     mirrored = learn({"strategy": "mirrored", "logical_cpus": 2}, tmp_path)
@@ -66,12 +78,18 @@ def test_mirrored_on_two_logical_cpus_learns_what_one_device_learns(tmp_path):
 
 
 def test_unknown_strategy_is_a_clear_error(tmp_path):
-    proc = subprocess.run([sys.executable, "-c", LEARN, json.dumps({"strategy": "horovod"}),
-                           str(tmp_path / "h.csv")], capture_output=True, text=True,
-                          env=tool_env(), timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", LEARN, json.dumps({"strategy": "horovod"}), str(tmp_path / "h.csv")],
+        capture_output=True,
+        text=True,
+        env=tool_env(),
+        timeout=300,
+    )
     assert proc.returncode != 0
-    assert "distribute.strategy must be one of none, mirrored, multi_worker, got 'horovod'" \
+    assert (
+        "distribute.strategy must be 'none', 'mirrored' or 'multi_worker' (got 'horovod')"
         in proc.stderr
+    )
 
 
 @pytest.mark.slow
@@ -89,13 +107,17 @@ def test_pipeline_fine_tunes_and_trains_mirrored(pipeline_repo, tmp_path):
         two = json.loads((repo / f"metrics/{name}.json").read_text())
         assert two["epochs_run"] == one["epochs_run"]
     evaluated = json.loads((repo / "metrics/evaluate.json").read_text())
-    assert evaluated["n_test"] == json.loads(
-        (pipeline_repo / "metrics/evaluate.json").read_text())["n_test"]
+    assert (
+        evaluated["n_test"]
+        == json.loads((pipeline_repo / "metrics/evaluate.json").read_text())["n_test"]
+    )
 
 
-ONEDNN = ("import os, wastesort; from wastesort import stage; stage.load_tensorflow(); "
-          "from tensorflow.python.util import _pywrap_util_port as port; "
-          "print(os.environ['TF_ENABLE_ONEDNN_OPTS'], port.IsMklEnabled())")
+ONEDNN = (
+    "import os, wastesort; from wastesort import stage; stage.load_tensorflow(); "
+    "from tensorflow.python.util import _pywrap_util_port as port; "
+    "print(os.environ['TF_ENABLE_ONEDNN_OPTS'], port.IsMklEnabled())"
+)
 
 
 @pytest.mark.parametrize("given, expected", [(None, "1 True"), ("0", "0 False")])

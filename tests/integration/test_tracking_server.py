@@ -1,6 +1,7 @@
 """A team's tracking server: MLflow on PostgreSQL with artifacts proxied by the server. The
 tiny pipeline tracks into it (the fine-tuning epochs live), a second run with another param sits
 beside the first, the registry holds the champion, and `bentoml serve` serves that champion."""
+
 from __future__ import annotations
 
 import json
@@ -13,7 +14,7 @@ import requests
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import repo_env, run, serving
-from tests.test_pipeline import assert_run_is_complete, read_json
+from tests.integration.test_pipeline import assert_run_is_complete, read_json
 
 pytestmark = pytest.mark.slow
 
@@ -25,8 +26,9 @@ def team_repo(team_server, pipeline_repo, tmp_path_factory):
     stage that tracks (finetune, forced, then train to register) tracks into it."""
     url, _ = team_server
     repo = tmp_path_factory.mktemp("team") / "repo"
-    shutil.copytree(pipeline_repo, repo, symlinks=True,
-                    ignore=lambda folder, names: {"mlflow.db"} & set(names))
+    shutil.copytree(
+        pipeline_repo, repo, symlinks=True, ignore=lambda folder, names: {"mlflow.db"} & set(names)
+    )
     env = repo_env(repo, MLFLOW_TRACKING_URI=url)
     run(["dvc", "repro", "-f", "-s", "finetune"], repo, env=env)
     out = run(["dvc", "repro"], repo, env=env).stdout
@@ -77,28 +79,35 @@ def test_two_runs_compare_side_by_side_and_serve_the_champion(team_server, team_
     second = read_json(team_repo / "models/mlflow_run.json")["run_id"]
     assert second != first
     client = MlflowClient(url)
-    runs = {r.info.run_id: r for r in client.search_runs(
-        [client.get_experiment_by_name("wastesort").experiment_id])}
+    runs = {
+        r.info.run_id: r
+        for r in client.search_runs([client.get_experiment_by_name("wastesort").experiment_id])
+    }
     assert {first, second} <= set(runs)
-    assert (runs[first].data.params["train.lr"], runs[second].data.params["train.lr"]) == \
-        ("0.001", "0.002")
+    assert (runs[first].data.params["train.lr"], runs[second].data.params["train.lr"]) == (
+        "0.001",
+        "0.002",
+    )
     # the run is named after the DVC experiment, as `dvc exp show` lists it
     assert f"Ran experiment(s): {runs[second].info.run_name}" in out
     for run_id in (first, second):  # what the UI's compare view shows for each
         assert "test_accuracy" in runs[run_id].data.metrics
         assert "plots/confusion_matrix.png" in {
-            a.path for a in client.list_artifacts(run_id, "plots")}
+            a.path for a in client.list_artifacts(run_id, "plots")
+        }
     # the fine-tuning was cached: the second run carries its epochs, copied in, and says whose
     assert runs[second].data.tags["finetune_run_id"] == first
-    assert len(client.get_metric_history(second, "finetune_val_accuracy")) == \
-        len(client.get_metric_history(first, "finetune_val_accuracy"))
+    assert len(client.get_metric_history(second, "finetune_val_accuracy")) == len(
+        client.get_metric_history(first, "finetune_val_accuracy")
+    )
 
     mlflow.set_tracking_uri(url)
     champion = client.get_model_version_by_alias("wastesort", "champion")
     photo = sorted((team_repo / "rawdata" / "glass").iterdir())[0]
     with serving(team_repo, env) as served:
-        answer = requests.post(f"{served}/classify", timeout=60,
-                               files={"image": (photo.name, photo.read_bytes())})
+        answer = requests.post(
+            f"{served}/classify", timeout=60, files={"image": (photo.name, photo.read_bytes())}
+        )
     assert answer.status_code == 200, answer.text
     assert answer.json()["model"]["version"] == str(champion.version)
     assert json.loads(champion.tags["labels"]) == sorted(answer.json()["probabilities"])

@@ -1,5 +1,6 @@
 """Champion against challenger on a real MLflow registry (sqlite), with real TFLite files run
 under LiteRT on real JPEGs: a worse challenger never takes the alias."""
+
 from __future__ import annotations
 
 import hashlib
@@ -43,8 +44,13 @@ def photos(root: Path, n: int = 4) -> pd.DataFrame:
             pixels[..., i] = 200 + k
             path = root / label / f"{label}{k}.jpg"
             g.write(path, g.encode(Image.fromarray(pixels), "JPEG"))
-            rows.append({"path": f"{label}/{label}{k}.jpg", "label": label,
-                         "sha256": hashlib.sha256(path.read_bytes()).hexdigest()})
+            rows.append(
+                {
+                    "path": f"{label}/{label}{k}.jpg",
+                    "label": label,
+                    "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -67,9 +73,12 @@ def register_champion(mlflow, files: Path, tflite: bytes, trained_on: pd.DataFra
         mlflow.log_artifact(str(files / "model_float32.tflite"), "export")
     client = MlflowClient()
     client.create_registered_model("wastesort")
-    mv = client.create_model_version("wastesort", f"runs:/{run.info.run_id}/export",
-                                     run.info.run_id, tags={"model_sha256": "champion-sha",
-                                                            "labels": json.dumps(LABELS)})
+    mv = client.create_model_version(
+        "wastesort",
+        f"runs:/{run.info.run_id}/export",
+        run.info.run_id,
+        tags={"model_sha256": "champion-sha", "labels": json.dumps(LABELS)},
+    )
     client.set_registered_model_alias("wastesort", "champion", mv.version)
     return str(mv.version)
 
@@ -81,31 +90,61 @@ def test_worse_challenger_is_held_and_an_equal_one_promoted(registry, tmp_path):
     good, bad = colour_model(permute=False), colour_model(permute=True)
     version = register_champion(registry, tmp_path, good, trained_on)
     (tmp_path / "bad.tflite").write_bytes(bad)
-    held = challenger.challenge("wastesort", "champion", "new-sha", tmp_path / "bad.tflite",
-                                LABELS, root, test, 10**8, max_regression=0.0)
+    held = challenger.challenge(
+        "wastesort",
+        "champion",
+        "new-sha",
+        tmp_path / "bad.tflite",
+        LABELS,
+        root,
+        test,
+        10**8,
+        max_regression=0.0,
+    )
     assert held.promote is False and held.champion_version == version
     assert held.n_images == len(test) - 1  # the photo it trained on is left out
     assert (held.champion_accuracy, held.challenger_accuracy) == (1.0, 0.0)
     assert held.tags()["challenge"] == "held" and "the alias stays" in held.reason
     # the alias is untouched by the comparison itself
     from mlflow import MlflowClient
+
     assert str(MlflowClient().get_model_version_by_alias("wastesort", "champion").version) == "1"
     (tmp_path / "same.tflite").write_bytes(good)
-    equal = challenger.challenge("wastesort", "champion", "other-sha", tmp_path / "same.tflite",
-                                 LABELS, root, test, 10**8, max_regression=0.0)
+    equal = challenger.challenge(
+        "wastesort",
+        "champion",
+        "other-sha",
+        tmp_path / "same.tflite",
+        LABELS,
+        root,
+        test,
+        10**8,
+        max_regression=0.0,
+    )
     assert equal.promote is True and equal.challenger_accuracy == equal.champion_accuracy == 1.0
-    tolerant = challenger.challenge("wastesort", "champion", "new-sha", tmp_path / "bad.tflite",
-                                    LABELS, root, test, 10**8, max_regression=1.0)
+    tolerant = challenger.challenge(
+        "wastesort",
+        "champion",
+        "new-sha",
+        tmp_path / "bad.tflite",
+        LABELS,
+        root,
+        test,
+        10**8,
+        max_regression=1.0,
+    )
     assert tolerant.promote is True  # a 100-point allowance lets anything through
 
 
 def test_first_model_and_other_classes_need_no_comparison(registry, tmp_path):
     root = tmp_path / "data"
     test = photos(root, n=1)
-    first = challenger.challenge("wastesort", "champion", "sha", tmp_path / "none.tflite", LABELS,
-                                 root, test, 10**8, 0.0)
+    first = challenger.challenge(
+        "wastesort", "champion", "sha", tmp_path / "none.tflite", LABELS, root, test, 10**8, 0.0
+    )
     assert first.promote is True and "first model" in first.reason
     register_champion(registry, tmp_path, colour_model(False), test.iloc[:0])
-    other = challenger.challenge("wastesort", "champion", "sha", tmp_path / "none.tflite",
-                                 ["a", "b"], root, test, 10**8, 0.0)
+    other = challenger.challenge(
+        "wastesort", "champion", "sha", tmp_path / "none.tflite", ["a", "b"], root, test, 10**8, 0.0
+    )
     assert other.promote is True and "other classes" in other.reason

@@ -1,4 +1,5 @@
 """Serving's parts without a server: preprocessing, the in-process batcher, the upload guard."""
+
 from __future__ import annotations
 
 import asyncio
@@ -39,8 +40,10 @@ def test_load_for_model_gives_the_model_input():
 def test_no_tensorflow_on_the_serving_import_path():
     import subprocess
 
-    code = ("import sys, wastesort.serving, wastesort.cli, wastesort.preprocess, "
-            "wastesort.litert; print(any(m.startswith('tensorflow') for m in sys.modules))")
+    code = (
+        "import sys, wastesort.serving, wastesort.cli, wastesort.preprocess, "
+        "wastesort.litert; print(any(m.startswith('tensorflow') for m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -97,23 +100,34 @@ def call_guard(body: bytes, content_type: str) -> tuple[int, bytes, bytes]:
     async def send(message):
         sent.append(message)
 
-    scope = {"type": "http", "method": "POST", "path": "/predict",
-             "headers": [(b"content-type", content_type.encode()),
-                         (b"content-length", str(len(body)).encode())]}
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/predict",
+        "headers": [
+            (b"content-type", content_type.encode()),
+            (b"content-length", str(len(body)).encode()),
+        ],
+    }
     asyncio.run(guard(scope, receive, send))
     return sent[0]["status"], seen.get("body", b""), seen.get("length", b"")
 
 
 def multipart(field: str, data: bytes) -> tuple[bytes, str]:
     boundary = "XyZ"
-    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; '
-            f'filename="image.jpg"\r\nContent-Type: image/jpeg\r\n\r\n').encode() + data + \
-        f"\r\n--{boundary}--\r\n".encode()
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; '
+            f'filename="image.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     return body, f"multipart/form-data; boundary={boundary}"
 
 
 def test_guard_renames_the_alternative_field_for_the_api():
-    status, body, length = call_guard(*multipart("image", b"name=\"image\" in the photo"))
+    status, body, length = call_guard(*multipart("image", b'name="image" in the photo'))
     assert status == 200
     assert b'name="file"; filename="image.jpg"' in body
     assert body.endswith(b'name="image" in the photo\r\n--XyZ--\r\n')  # the data untouched

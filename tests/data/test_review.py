@@ -1,4 +1,5 @@
 """The label review: a flipped label ranks first; the stage writes a report, changes nothing."""
+
 from __future__ import annotations
 
 import hashlib
@@ -11,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.test_validation import photo_folders
+from tests.data.test_validation import photo_folders
 from wastesort import features
 from wastesort.config import ConfigError
 from wastesort.data import review
@@ -54,11 +55,14 @@ def test_same_inputs_same_ranking_other_seed_same_suspect():
     assert review.review(x, data, {**CFG, "seed": 1})[0]["path"].iloc[0] == first["path"].iloc[0]
 
 
-@pytest.mark.parametrize("cfg, message", [
-    ({**CFG, "folds": 1}, "review.folds must be a whole number >= 2, got 1"),
-    ({**CFG, "top": 0}, "review.top must be a whole number >= 1, got 0"),
-    ({**CFG, "c": 0}, "review.c must be a number > 0, got 0"),
-])
+@pytest.mark.parametrize(
+    "cfg, message",
+    [
+        ({**CFG, "folds": 1}, "review.folds must be a whole number >= 2, got 1"),
+        ({**CFG, "top": 0}, "review.top must be a whole number >= 1, got 0"),
+        ({**CFG, "c": 0}, "review.c must be a number > 0, got 0"),
+    ],
+)
 def test_bad_review_params_are_named(cfg, message):
     with pytest.raises(ConfigError, match=message):
         review.check_config(cfg)
@@ -66,8 +70,10 @@ def test_bad_review_params_are_named(cfg, message):
 
 def test_more_folds_than_images_in_a_class_is_explained():
     x, data = clusters(per_class=4, flipped=1)
-    with pytest.raises(ConfigError, match="review.folds=5 needs at least 5 images in every "
-                                          "class; the smallest class has 3"):
+    with pytest.raises(
+        ConfigError,
+        match="review.folds=5 needs at least 5 images in every class; the smallest class has 3",
+    ):
         review.review(x, data, CFG)
 
 
@@ -91,25 +97,32 @@ def test_features_from_cached_images_pooled_features_or_the_raw_files(tmp_path):
     root = photo_folders(tmp_path, {"a": 2})
     paths = np.array(["a/a_00.jpg", "a/a_01.jpg"])
     decoded = features.load_resized(root, list(paths), 32, 10**7)
-    from_images = review.frozen_features(MeanPool(), decoded.round().astype(np.uint8), root,
-                                         paths, 32, 10**7, 8)
+    from_images = review.frozen_features(
+        MeanPool(), decoded.round().astype(np.uint8), root, paths, 32, 10**7, 8
+    )
     np.testing.assert_allclose(from_images, decoded.mean(axis=(1, 2)), atol=0.5)
     pooled = np.arange(6, dtype=np.float16).reshape(2, 3)
-    np.testing.assert_array_equal(review.frozen_features(None, pooled, root, paths, 32, 10**7, 8),
-                                  pooled)
+    np.testing.assert_array_equal(
+        review.frozen_features(None, pooled, root, paths, 32, 10**7, 8), pooled
+    )
     activations = np.zeros((2, 4, 4, 96), np.float16)  # inside the backbone: decode anew
-    np.testing.assert_allclose(review.frozen_features(MeanPool(), activations, root, paths, 32,
-                                                      10**7, 8), decoded.mean(axis=(1, 2)))
+    np.testing.assert_allclose(
+        review.frozen_features(MeanPool(), activations, root, paths, 32, 10**7, 8),
+        decoded.mean(axis=(1, 2)),
+    )
 
 
 def snapshot(folder: Path) -> dict[str, str]:
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_stage_writes_report_and_changes_nothing(tmp_path, monkeypatch, capsys):
     """The real stage on cached 32 px images, with a random-weight backbone (offline)."""
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     root = photo_folders(tmp_path / "raw", {c: 6 for c in CLASSES})
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["data"] = {"path": str(root), "classes": []}
@@ -122,14 +135,19 @@ def test_stage_writes_report_and_changes_nothing(tmp_path, monkeypatch, capsys):
     for i, name in enumerate(("train", "val", "test")):
         part = paths[i::3]
         pd.DataFrame({"path": part, "label": [p.split("/")[0] for p in part]}).to_csv(
-            work / f"data/split/{name}.csv", index=False)
+            work / f"data/split/{name}.csv", index=False
+        )
         images = features.load_resized(root, part, 32, 10**7).round().astype(np.uint8)
         variants = [0] * len(part) + ([1] * len(part) if name == "train" else [])
-        features.save(work / f"data/features/{name}.npz", {
-            "features": np.concatenate([images] * (2 if name == "train" else 1)),
-            "labels": np.array([p.split("/")[0] for p in part] * (2 if name == "train" else 1)),
-            "paths": np.array(part * (2 if name == "train" else 1)),
-            "variants": np.array(variants, np.int32)})
+        features.save(
+            work / f"data/features/{name}.npz",
+            {
+                "features": np.concatenate([images] * (2 if name == "train" else 1)),
+                "labels": np.array([p.split("/")[0] for p in part] * (2 if name == "train" else 1)),
+                "paths": np.array(part * (2 if name == "train" else 1)),
+                "variants": np.array(variants, np.int32),
+            },
+        )
     before = snapshot(root), snapshot(work / "data")
     monkeypatch.chdir(work)
     runpy.run_path(str(repo / "stages" / "review.py"), run_name="__main__")

@@ -1,5 +1,6 @@
 """The served model: a real `bentoml serve` process on 127.0.0.1 over the pipeline's champion,
 real uploads over HTTP, the CLI and the Keras model agreeing, and the page in Chromium."""
+
 from __future__ import annotations
 
 import io
@@ -64,8 +65,9 @@ def test_predict_takes_file_or_image_like_flask_services(server, pipeline_repo):
         resp = requests.post(f"{server}/predict", files={field: ("a.jpg", jpeg)}, timeout=60)
         assert resp.status_code == 200, resp.text
         assert resp.json() == reference
-    both = requests.post(f"{server}/predict", timeout=60,
-                         files={"file": ("a.jpg", jpeg), "image": ("b.jpg", jpeg)})
+    both = requests.post(
+        f"{server}/predict", timeout=60, files={"file": ("a.jpg", jpeg), "image": ("b.jpg", jpeg)}
+    )
     assert both.status_code == 400 and both.json()["code"] == "bad_form"
     bad = requests.post(f"{server}/predict", files={"file": ("x.jpg", b"junk")}, timeout=60)
     assert bad.status_code == 415 and bad.json()["error"].startswith("file: not an image")
@@ -77,8 +79,11 @@ def test_no_tensorflow_in_any_server_process(server):
     import psutil
 
     port = server.rsplit(":", 1)[1]
-    procs = [p for p in psutil.process_iter(["cmdline"])
-             if "serve" in (cmd := p.info["cmdline"] or []) and port in cmd]
+    procs = [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if "serve" in (cmd := p.info["cmdline"] or []) and port in cmd
+    ]
     assert procs, "the bentoml serve process was not found"
     family = {q.pid: q for p in procs for q in [p, *p.children(recursive=True)]}
     assert len(family) >= 2  # the CLI and its service worker
@@ -102,10 +107,16 @@ def test_jpeg_and_png_uploads(server, pipeline_repo):
     assert answers[0] == pytest.approx(answers[1], abs=1e-5)
 
 
-@pytest.mark.parametrize("name, data", [
-    ("gray.jpg", g.grayscale_jpeg()), ("rgba.png", g.rgba_png()), ("cmyk.jpg", g.cmyk_jpeg()),
-    ("deep.png", g.png16()), ("animated.gif", g.animated_gif()),
-])
+@pytest.mark.parametrize(
+    "name, data",
+    [
+        ("gray.jpg", g.grayscale_jpeg()),
+        ("rgba.png", g.rgba_png()),
+        ("cmyk.jpg", g.cmyk_jpeg()),
+        ("deep.png", g.png16()),
+        ("animated.gif", g.animated_gif()),
+    ],
+)
 def test_converted_modes_are_accepted(server, name, data):
     resp = classify(server, data, name)
     assert resp.status_code == 200, resp.text
@@ -120,25 +131,41 @@ def test_exif_orientation_is_honoured(server, pipeline_repo):
     upright = g.encode(img.transpose(Image.Transpose.ROTATE_270), "PNG")
     unrotated = g.encode(img, "PNG")
     p_tagged = classify(server, tagged, "t.png").json()["probabilities"]
-    assert p_tagged == pytest.approx(classify(server, upright, "u.png").json()["probabilities"],
-                                     abs=1e-5)
-    assert p_tagged != pytest.approx(classify(server, unrotated, "n.png").json()["probabilities"],
-                                     abs=1e-5)
+    assert p_tagged == pytest.approx(
+        classify(server, upright, "u.png").json()["probabilities"], abs=1e-5
+    )
+    assert p_tagged != pytest.approx(
+        classify(server, unrotated, "n.png").json()["probabilities"], abs=1e-5
+    )
 
 
-@pytest.mark.parametrize("name, data, status, code, words", [
-    ("zero.jpg", b"", 400, "empty", "image: empty file (0 bytes)"),
-    ("notes.jpg", b"just some text\n", 415, "not_image", "image: not an image"),
-    ("cut.jpg", g.truncated_jpeg(), 422, "corrupt", "image: corrupt or truncated image data"),
-    ("icon.ico", g.encode(Image.new("RGB", (48, 48)), "ICO"), 415, "unsupported",
-     "image: unsupported image format ICO"),
-    ("big.jpg", b"\xff" * (10 * 1024 * 1024 + 1), 413, "too_large",
-     "image: upload of 10,485,761 bytes is over the limit of 10,485,760 bytes"),
-    ("huge.jpg", b"\xff" * (11 * 1024 * 1024), 413, "too_large", "image: request of "),
-    ("bomb.png", g.bomb_png(8000), 413, "bomb", "image: decompression bomb: 8000x8000"),
-])
-@pytest.mark.parametrize("route, field", [("/classify", "image"), ("/predict", "file"),
-                                          ("/predict", "image")])
+@pytest.mark.parametrize(
+    "name, data, status, code, words",
+    [
+        ("zero.jpg", b"", 400, "empty", "image: empty file (0 bytes)"),
+        ("notes.jpg", b"just some text\n", 415, "not_image", "image: not an image"),
+        ("cut.jpg", g.truncated_jpeg(), 422, "corrupt", "image: corrupt or truncated image data"),
+        (
+            "icon.ico",
+            g.encode(Image.new("RGB", (48, 48)), "ICO"),
+            415,
+            "unsupported",
+            "image: unsupported image format ICO",
+        ),
+        (
+            "big.jpg",
+            b"\xff" * (10 * 1024 * 1024 + 1),
+            413,
+            "too_large",
+            "image: upload of 10,485,761 bytes is over the limit of 10,485,760 bytes",
+        ),
+        ("huge.jpg", b"\xff" * (11 * 1024 * 1024), 413, "too_large", "image: request of "),
+        ("bomb.png", g.bomb_png(8000), 413, "bomb", "image: decompression bomb: 8000x8000"),
+    ],
+)
+@pytest.mark.parametrize(
+    "route, field", [("/classify", "image"), ("/predict", "file"), ("/predict", "image")]
+)
 def test_bad_uploads_get_a_clear_4xx(server, route, field, name, data, status, code, words):
     resp = requests.post(f"{server}{route}", files={field: (name, data)}, timeout=60)
     assert resp.status_code == status, resp.text
@@ -157,13 +184,17 @@ def test_missing_field_empty_body_and_wrong_encoding_are_4xx(server):
     resp = requests.post(f"{server}/classify", files={"photo": ("a.jpg", g.jpeg())}, timeout=30)
     assert resp.status_code == 400
     assert resp.json()["error"] == "image: no form field 'image' (fields sent: photo)"
-    resp = requests.post(f"{server}/classify", timeout=30,
-                         files={"image": ("a.jpg", g.jpeg()), "extra": ("b.jpg", g.jpeg())})
+    resp = requests.post(
+        f"{server}/classify",
+        timeout=30,
+        files={"image": ("a.jpg", g.jpeg()), "extra": ("b.jpg", g.jpeg())},
+    )
     assert resp.status_code == 400 and "unexpected form field(s) extra" in resp.json()["error"]
     resp = requests.post(f"{server}/classify", data={"image": "not a file"}, timeout=30)
     assert resp.status_code in (400, 415) and resp.json()["error"].startswith("image: ")
-    resp = requests.post(f"{server}/classify", data=g.jpeg(), timeout=30,
-                         headers={"Content-Type": "image/jpeg"})
+    resp = requests.post(
+        f"{server}/classify", data=g.jpeg(), timeout=30, headers={"Content-Type": "image/jpeg"}
+    )
     assert resp.status_code == 415 and resp.json()["code"] == "not_multipart"
     assert "curl -F image=@photo.jpg" in resp.json()["error"]
     resp = requests.post(f"{server}/classify_batch", json={"images": []}, timeout=30)
@@ -171,8 +202,9 @@ def test_missing_field_empty_body_and_wrong_encoding_are_4xx(server):
     resp = requests.post(f"{server}/predict", timeout=30)
     assert resp.status_code == 400
     assert resp.json() == {"error": "file: the request has no body", "code": "empty"}
-    resp = requests.post(f"{server}/predict", data=g.jpeg(), timeout=30,
-                         headers={"Content-Type": "image/jpeg"})
+    resp = requests.post(
+        f"{server}/predict", data=g.jpeg(), timeout=30, headers={"Content-Type": "image/jpeg"}
+    )
     assert resp.status_code == 415 and "curl -F file=@photo.jpg" in resp.json()["error"]
     resp = requests.post(f"{server}/predict", data={"file": "not a file"}, timeout=30)
     assert resp.status_code in (400, 415) and resp.json()["error"].startswith("file: ")
@@ -187,16 +219,22 @@ def test_server_survives_bad_input(server, pipeline_repo):
 
 def test_batch_matches_single(server, pipeline_repo):
     files = [photo(pipeline_repo, c) for c in LABELS]
-    resp = requests.post(f"{server}/classify_batch", timeout=60,
-                         files=[("images", (f.name, f.read_bytes())) for f in files])
+    resp = requests.post(
+        f"{server}/classify_batch",
+        timeout=60,
+        files=[("images", (f.name, f.read_bytes())) for f in files],
+    )
     assert resp.status_code == 200, resp.text
     results = resp.json()["results"]
     assert [r["index"] for r in results] == [0, 1, 2]
     for f, r in zip(files, results):
         single = classify(server, f.read_bytes()).json()
         assert r["probabilities"] == pytest.approx(single["probabilities"], abs=1e-5)
-    bad = requests.post(f"{server}/classify_batch", timeout=60, files=[
-        ("images", ("ok.jpg", files[0].read_bytes())), ("images", ("bad.jpg", b"nope"))])
+    bad = requests.post(
+        f"{server}/classify_batch",
+        timeout=60,
+        files=[("images", ("ok.jpg", files[0].read_bytes())), ("images", ("bad.jpg", b"nope"))],
+    )
     assert bad.status_code == 415 and bad.json()["error"].startswith("images[1]")
 
 
@@ -207,8 +245,9 @@ def test_service_cli_and_keras_agree(server, pipeline_repo):
 
     path = photo(pipeline_repo, "cardboard")
     served = classify(server, path.read_bytes()).json()["probabilities"]
-    cli = run(["wastesort", "predict", "--json", str(path)], pipeline_repo,
-              env=repo_env(pipeline_repo))
+    cli = run(
+        ["wastesort", "predict", "--json", str(path)], pipeline_repo, env=repo_env(pipeline_repo)
+    )
     cli_probs = json.loads(cli.stdout)[0]["probabilities"]
     model = keras.models.load_model(pipeline_repo / "models/model.keras")
     raw = decode(path.read_bytes(), 10**8).array().astype(np.float32)[None]
@@ -223,8 +262,12 @@ def test_cli_table_folder_and_errors(pipeline_repo, tmp_path):
     for label in LABELS:
         g.write(folder / f"{label}.jpg", photo(pipeline_repo, label).read_bytes())
     g.write(folder / "broken.jpg", b"not a photo")
-    proc = run(["wastesort", "predict", str(folder), str(tmp_path / "missing.jpg")],
-               pipeline_repo, env=repo_env(pipeline_repo), check=False)
+    proc = run(
+        ["wastesort", "predict", str(folder), str(tmp_path / "missing.jpg")],
+        pipeline_repo,
+        env=repo_env(pipeline_repo),
+        check=False,
+    )
     assert proc.returncode == 1
     lines = proc.stdout.strip().splitlines()
     assert lines[0].split() == ["path", "label", "confidence", "stream"]
@@ -234,31 +277,48 @@ def test_cli_table_folder_and_errors(pipeline_repo, tmp_path):
 
 
 def overlaps(a: dict, b: dict) -> bool:
-    return not (a["x"] + a["width"] <= b["x"] or b["x"] + b["width"] <= a["x"]
-                or a["y"] + a["height"] <= b["y"] or b["y"] + b["height"] <= a["y"])
+    return not (
+        a["x"] + a["width"] <= b["x"]
+        or b["x"] + b["width"] <= a["x"]
+        or a["y"] + a["height"] <= b["y"]
+        or b["y"] + b["height"] <= a["y"]
+    )
 
 
-@pytest.mark.parametrize("viewport", [{"width": 900, "height": 900},
-                                      {"width": 390, "height": 844}])  # a desktop, a phone
+@pytest.mark.parametrize(
+    "viewport", [{"width": 900, "height": 900}, {"width": 390, "height": 844}]
+)  # a desktop, a phone
 def test_upload_page_in_chromium(server, pipeline_repo, tmp_path, viewport):
     from playwright.sync_api import sync_playwright
 
     shot = tmp_path / "page.png"
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        browser = p.chromium.launch(
+            executable_path="/usr/bin/chromium",
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
         page = browser.new_page(viewport=viewport)
         page.goto(server + "/")
         assert page.get_attribute("#file", "capture") == "environment"  # the phone's camera
         assert page.get_attribute("#file", "accept") == "image/*"
         page.set_input_files("#file", str(photo(pipeline_repo, "glass")))
         page.wait_for_selector("body[data-state=done]", timeout=60_000)
-        boxes = {sel: page.locator(sel).bounding_box()
-                 for sel in ("h1", "p.sub", "#drop", "#preview", "#result", "footer")}
+        boxes = {
+            sel: page.locator(sel).bounding_box()
+            for sel in ("h1", "p.sub", "#drop", "#preview", "#result", "footer")
+        }
         label = page.inner_text("#label")
         model = page.inner_text("#model")
-        bars = [page.locator(".bar").nth(i).bounding_box() for i in range(page.locator(".bar").count())]
+        bars = [
+            page.locator(".bar").nth(i).bounding_box() for i in range(page.locator(".bar").count())
+        ]
         page.screenshot(path=str(shot), full_page=True)
         browser.close()
     assert label.lower().replace(" ", "_") in LABELS and len(bars) == len(LABELS)
@@ -266,7 +326,7 @@ def test_upload_page_in_chromium(server, pipeline_repo, tmp_path, viewport):
     assert all(b is not None for b in boxes.values()), boxes  # everything shown
     names = list(boxes)
     for i, a in enumerate(names):  # what a person sees: no block drawn over another
-        for b in names[i + 1:]:
+        for b in names[i + 1 :]:
             assert not overlaps(boxes[a], boxes[b]), (a, b, boxes[a], boxes[b])
     order = [boxes[n]["y"] for n in names]
     assert order == sorted(order)  # title, subtitle, drop zone, photo, answer, footer
@@ -290,8 +350,9 @@ def test_uncertain_answers_through_the_server_and_page(pipeline_repo, tmp_path):
         with serving(pipeline_repo) as url:
             body = classify(url, photo(pipeline_repo).read_bytes()).json()
             with sync_playwright() as p:
-                browser = p.chromium.launch(executable_path="/usr/bin/chromium",
-                                            args=["--no-sandbox", "--disable-gpu"])
+                browser = p.chromium.launch(
+                    executable_path="/usr/bin/chromium", args=["--no-sandbox", "--disable-gpu"]
+                )
                 page = browser.new_page(viewport={"width": 900, "height": 900})
                 page.goto(url + "/")
                 page.set_input_files("#file", str(photo(pipeline_repo, "glass")))
@@ -312,20 +373,30 @@ def test_uncertain_answers_through_the_server_and_page(pipeline_repo, tmp_path):
 def test_bentoml_build_packs_service_and_champion(pipeline_repo):
     out = run(["bentoml", "build"], pipeline_repo, env=repo_env(pipeline_repo)).stdout
     assert "Successfully built" in out
-    bentos = json.loads(run(["bentoml", "list", "-o", "json"], pipeline_repo,
-                            env=repo_env(pipeline_repo)).stdout)
+    bentos = json.loads(
+        run(["bentoml", "list", "-o", "json"], pipeline_repo, env=repo_env(pipeline_repo)).stdout
+    )
     assert [b["tag"].split(":")[0] for b in bentos] == ["wastesort"]
     receipt = json.loads((pipeline_repo / "registry/receipt.json").read_text())
-    info = json.loads(run(["bentoml", "get", bentos[0]["tag"], "-o", "json"], pipeline_repo,
-                          env=repo_env(pipeline_repo)).stdout)
+    info = json.loads(
+        run(
+            ["bentoml", "get", bentos[0]["tag"], "-o", "json"],
+            pipeline_repo,
+            env=repo_env(pipeline_repo),
+        ).stdout
+    )
     models = [m["tag"] for service in info["services"] for m in service["models"]]
     assert models == [receipt["bento_model"]]
     # the built bento serves on its own: no registry beside it, the packed receipt says which
     port = free_port()
-    proc = subprocess.Popen(["bentoml", "serve", bentos[0]["tag"], "--host", "127.0.0.1",
-                             "--port", str(port)], cwd=pipeline_repo.parent,
-                            env=repo_env(pipeline_repo), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        ["bentoml", "serve", bentos[0]["tag"], "--host", "127.0.0.1", "--port", str(port)],
+        cwd=pipeline_repo.parent,
+        env=repo_env(pipeline_repo),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         wait_http(f"http://127.0.0.1:{port}/readyz", proc, timeout=240)
         answer = classify(f"http://127.0.0.1:{port}", photo(pipeline_repo).read_bytes()).json()
@@ -335,16 +406,23 @@ def test_bentoml_build_packs_service_and_champion(pipeline_repo):
     assert answer["model"]["bento_model"] == receipt["bento_model"]
 
 
-def test_serve_stops_with_one_line_when_the_champion_is_not_in_the_store(pipeline_repo,
-                                                                         tmp_path):
+def test_serve_stops_with_one_line_when_the_champion_is_not_in_the_store(pipeline_repo, tmp_path):
     env = repo_env(pipeline_repo, BENTOML_HOME=str(tmp_path / "empty-store"))
-    proc = subprocess.run(["bentoml", "serve", "--host", "127.0.0.1", "--port", str(free_port())],
-                          cwd=pipeline_repo, env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        ["bentoml", "serve", "--host", "127.0.0.1", "--port", str(free_port())],
+        cwd=pipeline_repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode != 0
     receipt = json.loads((pipeline_repo / "registry/receipt.json").read_text())
-    line = (f"wastesort: error: wastesort version 1 (@champion) is BentoML model "
-            f"{receipt['bento_model']}, which is not in the store at {tmp_path / 'empty-store'}; "
-            "run `wastesort import-champion`")
+    line = (
+        f"wastesort: error: wastesort version 1 (@champion) is BentoML model "
+        f"{receipt['bento_model']}, which is not in the store at {tmp_path / 'empty-store'}; "
+        "run `wastesort import-champion`"
+    )
     assert line in proc.stderr and "Traceback" not in proc.stderr
     # what the line says to run brings exactly the registered files back
     out = run(["wastesort", "import-champion"], pipeline_repo, env=env).stdout
@@ -362,8 +440,11 @@ def test_two_clones_serve_their_own_champions_from_one_store(pipeline_repo, tmp_
     from tests.conftest import make_pipeline_repo, tiny_params
 
     store = tmp_path / "one-store"
-    run(["wastesort", "import-champion"], pipeline_repo,
-        env=repo_env(pipeline_repo, BENTOML_HOME=str(store)))
+    run(
+        ["wastesort", "import-champion"],
+        pipeline_repo,
+        env=repo_env(pipeline_repo, BENTOML_HOME=str(store)),
+    )
     other = make_pipeline_repo(tmp_path / "other")
     params = tiny_params("rawdata")
     params["data"]["classes"] = ["metal", "glass"]
@@ -375,9 +456,14 @@ def test_two_clones_serve_their_own_champions_from_one_store(pipeline_repo, tmp_
     try:
         for repo in (pipeline_repo, other):
             port = free_port()
-            proc = subprocess.Popen(["bentoml", "serve", "--host", "127.0.0.1", "--port",
-                                     str(port)], cwd=repo, env=repo_env(repo, BENTOML_HOME=str(store)),
-                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            proc = subprocess.Popen(
+                ["bentoml", "serve", "--host", "127.0.0.1", "--port", str(port)],
+                cwd=repo,
+                env=repo_env(repo, BENTOML_HOME=str(store)),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
             servers.append(proc)
             urls[repo] = f"http://127.0.0.1:{port}"
             wait_http(f"{urls[repo]}/readyz", proc, timeout=240)
@@ -388,9 +474,13 @@ def test_two_clones_serve_their_own_champions_from_one_store(pipeline_repo, tmp_
             stop(proc)
     assert_answer(first)
     assert list(second["probabilities"]) == ["metal", "glass"]
-    receipts = [json.loads((r / "registry/receipt.json").read_text()) for r in (pipeline_repo, other)]
+    receipts = [
+        json.loads((r / "registry/receipt.json").read_text()) for r in (pipeline_repo, other)
+    ]
     assert first["model"]["bento_model"] == receipts[0]["bento_model"]
-    assert second["model"]["bento_model"] == receipts[1]["bento_model"] != receipts[0]["bento_model"]
+    assert (
+        second["model"]["bento_model"] == receipts[1]["bento_model"] != receipts[0]["bento_model"]
+    )
 
 
 def test_the_local_registry_is_read_as_mlflow_reads_it(pipeline_repo, tmp_path):
@@ -411,15 +501,17 @@ def test_the_local_registry_is_read_as_mlflow_reads_it(pipeline_repo, tmp_path):
     assert from_sqlite_registry(cfg, uri) == from_mlflow(cfg, uri)
     client = MlflowClient(uri, registry_uri=uri)
     first = client.get_model_version_by_alias("wastesort", "champion")
-    moved = client.create_model_version("wastesort", first.source, run_id=first.run_id,
-                                        tags={"bento_model": "wastesort:moved",
-                                              "tflite_float32_sha256": "ab" * 32})
+    moved = client.create_model_version(
+        "wastesort",
+        first.source,
+        run_id=first.run_id,
+        tags={"bento_model": "wastesort:moved", "tflite_float32_sha256": "ab" * 32},
+    )
     client.set_registered_model_alias("wastesort", "champion", moved.version)
     fast = from_sqlite_registry(cfg, uri)
     assert fast == from_mlflow(cfg, uri)
     assert (fast.version, fast.bento_tag) == (str(moved.version), "wastesort:moved")
     assert fast.sha256["float32"] == "ab" * 32
-    assert from_sqlite_registry(SimpleNamespace(model_name="wastesort", alias="other"),
-                                uri) is None
+    assert from_sqlite_registry(SimpleNamespace(model_name="wastesort", alias="other"), uri) is None
     assert from_sqlite_registry(cfg, "postgresql://127.0.0.1/mlflow") is None
     assert from_sqlite_registry(cfg, f"sqlite:///{tmp_path / 'absent.db'}") is None

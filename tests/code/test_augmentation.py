@@ -1,4 +1,5 @@
 """Code behaviour of the augmentation plan and its application."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -10,8 +11,17 @@ from tests.conftest import REPO
 from wastesort.augmentation import apply_plan, make_plan
 
 CFG = yaml.safe_load((REPO / "params.yaml").read_text())["augment"]
-IDENTITY = {"flip_h": False, "flip_v": False, "rotation": 0.0, "shift_x": 0.0, "shift_y": 0.0,
-            "shear": 0.0, "zoom": 1.0, "brightness": 1.0, "contrast": 1.0}
+IDENTITY = {
+    "flip_h": False,
+    "flip_v": False,
+    "rotation": 0.0,
+    "shift_x": 0.0,
+    "shift_y": 0.0,
+    "shear": 0.0,
+    "zoom": 1.0,
+    "brightness": 1.0,
+    "contrast": 1.0,
+}
 
 
 def train_manifest(n: int = 10) -> pd.DataFrame:
@@ -37,8 +47,9 @@ def test_identity_and_flip():
     assert np.abs(flipped - image[:, :, ::-1]).max() < 1e-3
 
 
-@pytest.mark.parametrize("key, value", [("zoom", 1.5), ("rotation_degrees", -1),
-                                        ("variants_per_image", -2)])
+@pytest.mark.parametrize(
+    "key, value", [("zoom", 1.5), ("rotation_degrees", -1), ("variants_per_image", -2)]
+)
 def test_bad_ranges_are_named(key, value):
     from wastesort.config import ConfigError
 
@@ -52,14 +63,29 @@ def test_fresh_variants_mixup_blends_images_and_labels_alike():
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (12, 16, 16, 3)).astype(np.uint8)
     labels = np.arange(12) % 3
-    identity_cfg = {**CFG, "horizontal_flip": False, "vertical_flip": False,
-                    **{k: 0.0 for k in ("rotation_degrees", "width_shift", "height_shift",
-                                        "shear_degrees", "zoom", "brightness", "contrast")}}
+    identity_cfg = {
+        **CFG,
+        "horizontal_flip": False,
+        "vertical_flip": False,
+        **{
+            k: 0.0
+            for k in (
+                "rotation_degrees",
+                "width_shift",
+                "height_shift",
+                "shear_degrees",
+                "zoom",
+                "brightness",
+                "contrast",
+            )
+        },
+    }
     plain = FreshVariants(images, labels, 3, lambda x, training: x, identity_cfg, 12, seed=1)
     x, y = plain.batch(0)
     assert set(np.unique(y)) == {0.0, 1.0}  # one-hot
-    mixed = FreshVariants(images, labels, 3, lambda x, training: x, identity_cfg, 12, seed=1,
-                          mixup_alpha=0.4)
+    mixed = FreshVariants(
+        images, labels, 3, lambda x, training: x, identity_cfg, 12, seed=1, mixup_alpha=0.4
+    )
     xm, ym = mixed.batch(0)
     assert np.allclose(ym.sum(axis=1), 1.0)
     assert ((ym > 0.01) & (ym < 0.99)).any()  # soft targets
@@ -72,8 +98,9 @@ def test_fresh_variants_mixup_blends_images_and_labels_alike():
         for j in range(12):
             diff = (originals[i] - originals[j]).ravel()
             w = 1.0 if i == j else float(diff @ (xm[i] - originals[j]).ravel() / (diff @ diff))
-            if np.allclose(xm[i], w * originals[i] + (1 - w) * originals[j], atol=0.05) and \
-                    np.allclose(ym[i], w * onehot[i] + (1 - w) * onehot[j], atol=1e-4):
+            if np.allclose(
+                xm[i], w * originals[i] + (1 - w) * originals[j], atol=0.05
+            ) and np.allclose(ym[i], w * onehot[i] + (1 - w) * onehot[j], atol=1e-4):
                 found = True
                 break
         assert found, f"row {i} is not one blend of two images and their labels"

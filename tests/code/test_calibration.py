@@ -1,5 +1,6 @@
 """Confidence a sorter can act on: temperature scaling, the abstention curve, the Wilson
 interval and the gate rule that uses it."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -44,11 +45,11 @@ def test_fold_temperature_scales_the_saved_models_softmax():
     clf = build_classifier(3, BackboneSpec(224, None, 0), dense_units=8, seed=1)
     features = np.random.default_rng(1).normal(size=(16, 1280)).astype("float32")
     logits = head_logits(clf.head, features)
-    assert softmax(logits, axis=1) == pytest.approx(clf.head.predict(features, verbose=0),
-                                                    abs=1e-5)
+    assert softmax(logits, axis=1) == pytest.approx(clf.head.predict(features, verbose=0), abs=1e-5)
     fold_temperature(clf.head, 0.5)
     assert softmax(logits / 0.5, axis=1) == pytest.approx(
-        clf.head.predict(features, verbose=0), abs=1e-5)
+        clf.head.predict(features, verbose=0), abs=1e-5
+    )
 
 
 def test_risk_coverage_and_abstention():
