@@ -78,7 +78,7 @@ class Review(Section):
     folds: Annotated[int, Field(ge=2)] = 5
     seed: Seed = 42
     c: Annotated[float, Field(gt=0)] = 0.01
-    top: Count = 24
+    top: Positive = 24
 
 
 class Augment(Section):
@@ -223,10 +223,11 @@ def section_models() -> dict[str, type[Section]]:
     return {(f.alias or name): f.annotation for name, f in Params.model_fields.items()}
 
 
-def describe(error: ValidationError, path: Path) -> str:
-    """The first problem of a validation error, in one line naming ``section.key``."""
+def describe(error: ValidationError, path: Path, section: str | None = None) -> str:
+    """The first problem of a validation error, in one line naming ``section.key`` (``section``:
+    the error is of that one section's model)."""
     first = error.errors()[0]
-    loc = [str(p) for p in first["loc"] if isinstance(p, str)]
+    loc = [str(p) for p in ((section,) if section else ()) + first["loc"] if isinstance(p, str)]
     names = [loc[0], *[p for p in loc[1:] if p.isidentifier()][:1]] if loc else []
     where = ".".join(names) or "params"
     models = section_models()
@@ -261,13 +262,7 @@ def typed(name: str, mapping: dict[str, Any]) -> Section:
     try:
         return section_models()[name].model_validate(mapping)
     except ValidationError as exc:
-        raise ConfigError(describe_section(exc, name)) from None
-
-
-def describe_section(error: ValidationError, name: str) -> str:
-    first = error.errors()[0]
-    wrapped = dict(first, loc=(name, *first["loc"]))
-    return describe(ValidationError.from_exception_data(error.title, [wrapped]), PARAMS_FILE)
+        raise ConfigError(describe(exc, PARAMS_FILE, name)) from None
 
 
 def defaults(name: str) -> dict[str, Any]:

@@ -58,7 +58,7 @@ def test_bad_ranges_are_named(key, value):
 
 
 def test_fresh_variants_mixup_blends_images_and_labels_alike():
-    from wastesort.augmentation import FreshVariants
+    from wastesort.augmentation import RANGE_KEYS, FreshVariants
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (12, 16, 16, 3)).astype(np.uint8)
@@ -67,18 +67,7 @@ def test_fresh_variants_mixup_blends_images_and_labels_alike():
         **CFG,
         "horizontal_flip": False,
         "vertical_flip": False,
-        **{
-            k: 0.0
-            for k in (
-                "rotation_degrees",
-                "width_shift",
-                "height_shift",
-                "shear_degrees",
-                "zoom",
-                "brightness",
-                "contrast",
-            )
-        },
+        **{k: 0.0 for k in RANGE_KEYS},
     }
     plain = FreshVariants(images, labels, 3, lambda x, training: x, identity_cfg, 12, seed=1)
     x, y = plain.batch(0)

@@ -57,8 +57,8 @@ def class_weights(y: np.ndarray, n_classes: int) -> dict[int, float]:
 @dataclass(frozen=True)
 class Recipe:
     """What one ``fit`` call uses, read from a ``finetune`` or ``train`` section. A key that
-    section does not have keeps the value here: ``train`` has no schedule, EMA or seed-shuffled
-    replica batches of its own, ``finetune`` no ``class_weights`` switch (it always weights)."""
+    section does not have keeps the value here: ``train`` has no schedule or EMA, ``finetune`` no
+    ``class_weights`` switch (it always weights)."""
 
     lr: float
     epochs: int
