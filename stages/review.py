@@ -12,7 +12,6 @@ METRICS = paths.metrics("review.json")
 def main() -> None:
     params = config.load_params()
     cfg = config.section(params, "review")
-    review.check_config(cfg)
     backbone_cfg = config.section(params, "backbone")
     max_pixels = int(config.section(params, "validate")["max_pixels"])
     root = config.data_root(params)

@@ -2,7 +2,7 @@
 
 from wastesort import artifacts, config, paths, stage
 from wastesort.data.report import plot_near_duplicates
-from wastesort.data.validation import check_config, validate
+from wastesort.data.validation import validate
 
 OUT_DIR = paths.VALIDATED
 REPORT_DIR = paths.report("validation")
@@ -12,7 +12,6 @@ METRICS = paths.metrics("validation.json")
 def main() -> None:
     params = config.load_params()
     cfg = config.section(params, "validate")
-    check_config(cfg)
     root = config.data_root(params)
     outcome = validate(root, config.configured_classes(params), cfg, REPORT_DIR)
     artifacts.write_csv(OUT_DIR / "manifest.csv", outcome.manifest)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from wastesort.config import ConfigError
+from wastesort.config import typed
 
 PLAN_COLUMNS = [
     "path",
@@ -39,18 +39,6 @@ RANGE_KEYS = (
     "brightness",
     "contrast",
 )
-
-
-def check_config(cfg: dict[str, Any]) -> None:
-    if int(cfg["variants_per_image"]) < 0:
-        raise ConfigError("params.yaml: augment.variants_per_image must be >= 0")
-    for key in RANGE_KEYS:
-        value = cfg.get(key)
-        if not isinstance(value, (int, float)) or value < 0:
-            raise ConfigError(f"params.yaml: augment.{key} must be a number >= 0, got {value!r}")
-    for key in ("zoom", "brightness", "contrast", "width_shift", "height_shift"):
-        if cfg[key] >= 1:
-            raise ConfigError(f"params.yaml: augment.{key} is a fraction and must be < 1")
 
 
 TRANSFORM_COLUMNS = PLAN_COLUMNS[3:]
@@ -80,7 +68,7 @@ def draw_transforms(n: int, cfg: dict[str, Any], rng: np.random.Generator) -> pd
 
 def make_plan(train: pd.DataFrame, cfg: dict[str, Any]) -> pd.DataFrame:
     """Draw ``variants_per_image`` random transforms per train image, from ``augment.seed``."""
-    check_config(cfg)
+    typed("augment", cfg)  # a bad range is a one-line error naming augment.KEY
     rng = np.random.default_rng(int(cfg["seed"]))
     ordered = train.sort_values("path").reset_index(drop=True)
     k, n = int(cfg["variants_per_image"]), len(ordered)
@@ -179,8 +167,7 @@ class FreshVariants:
         seed: int,
         mixup_alpha: float = 0.0,
     ):
-        if mixup_alpha < 0:
-            raise ConfigError(f"params.yaml: mixup_alpha must be >= 0, got {mixup_alpha}")
+        typed("finetune", {"mixup_alpha": float(mixup_alpha)})
         self.images, self.labels, self.n_classes = images, labels, n_classes
         self.trunk, self.cfg, self.batch_size = trunk, cfg, batch_size
         self.mixup_alpha = float(mixup_alpha)

@@ -93,7 +93,7 @@ def test_fresh_variants_mixup_blends_images_and_labels_alike():
                 found = True
                 break
         assert found, f"row {i} is not one blend of two images and their labels"
-    with pytest.raises(Exception, match="mixup_alpha"):
+    with pytest.raises(Exception, match="finetune.mixup_alpha must be greater than or equal to 0"):
         FreshVariants(images, labels, 3, None, identity_cfg, 4, seed=1, mixup_alpha=-1)
 
 

@@ -58,14 +58,15 @@ def test_same_inputs_same_ranking_other_seed_same_suspect():
 @pytest.mark.parametrize(
     "cfg, message",
     [
-        ({**CFG, "folds": 1}, "review.folds must be a whole number >= 2, got 1"),
-        ({**CFG, "top": 0}, "review.top must be a whole number >= 1, got 0"),
-        ({**CFG, "c": 0}, "review.c must be a number > 0, got 0"),
+        ({**CFG, "folds": 1}, r"review.folds must be greater than or equal to 2 \(got 1\)"),
+        ({**CFG, "top": 0}, r"review.top must be greater than or equal to 1 \(got 0\)"),
+        ({**CFG, "c": 0}, r"review.c must be greater than 0 \(got 0\)"),
     ],
 )
 def test_bad_review_params_are_named(cfg, message):
+    x, data = clusters()
     with pytest.raises(ConfigError, match=message):
-        review.check_config(cfg)
+        review.review(x, data, cfg)
 
 
 def test_more_folds_than_images_in_a_class_is_explained():

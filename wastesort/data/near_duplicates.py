@@ -13,8 +13,6 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from wastesort.config import ConfigError
-
 #: JPEGs are hashed from a decode at the DCT scale that keeps both sides at or above this
 #: (Pillow's ``draft``: 1/4 scale for TrashNet's 512x384); pHash looks at 32x32 pixels.
 HASH_DECODE_SIDE = 64
@@ -91,17 +89,3 @@ def conflicts_of(facts: pd.DataFrame, pairs: pd.DataFrame) -> pd.Series:
         notes.setdefault(r.path_a, []).append(f"{r.path_b} (distance {r.distance})")
         notes.setdefault(r.path_b, []).append(f"{r.path_a} (distance {r.distance})")
     return facts["path"].map(lambda p: ", ".join(notes.get(p, []))).astype(object)
-
-
-def check_config(cfg: dict) -> None:
-    distance = cfg.get("near_duplicate_distance")
-    if not isinstance(distance, int) or isinstance(distance, bool) or not 0 <= distance < HASH_BITS:
-        raise ConfigError(
-            "params.yaml: validate.near_duplicate_distance must be a whole number "
-            f"from 0 to {HASH_BITS - 1} (bits of a 64-bit pHash), got {distance!r}"
-        )
-    if not isinstance(cfg.get("exclude_near_duplicate_conflicts"), bool):
-        raise ConfigError(
-            "params.yaml: validate.exclude_near_duplicate_conflicts must be true "
-            f"or false, got {cfg.get('exclude_near_duplicate_conflicts')!r}"
-        )

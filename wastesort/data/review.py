@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from wastesort import artifacts, features, preprocess
-from wastesort.config import ConfigError
+from wastesort.config import ConfigError, typed
 from wastesort.data.gallery import plot_grid
 
 SPLITS = ("train", "val", "test")
@@ -32,18 +32,6 @@ SUSPECT_COLUMNS = [
     "flagged",
 ]
 CHUNK = 256  # images decoded or converted to float at a time
-
-
-def check_config(cfg: dict[str, Any]) -> None:
-    for key, least in (("folds", 2), ("top", 1), ("seed", 0)):
-        value = cfg.get(key)
-        if not isinstance(value, int) or isinstance(value, bool) or value < least:
-            raise ConfigError(
-                f"params.yaml: review.{key} must be a whole number >= {least}, got {value!r}"
-            )
-    c = cfg.get("c")
-    if not isinstance(c, (int, float)) or isinstance(c, bool) or c <= 0:
-        raise ConfigError(f"params.yaml: review.c must be a number > 0, got {c!r}")
 
 
 def load_originals(feature_dir: Path) -> dict[str, np.ndarray]:
@@ -151,6 +139,7 @@ def review(
     feats: np.ndarray, data: dict[str, np.ndarray], cfg: dict[str, Any]
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The ranked table and metrics for images ``data`` (paths, labels, splits) with ``feats``."""
+    typed("review", cfg)
     classes = sorted(set(data["labels"].tolist()))
     y = np.array([classes.index(label) for label in data["labels"]])
     probs = out_of_fold_probabilities(

@@ -21,7 +21,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from wastesort import images
-from wastesort.config import ConfigError, UserError, is_hidden
+from wastesort.config import UserError, is_hidden, typed
 from wastesort.data import near_duplicates
 from wastesort.data.expectations import (
     class_expectations,
@@ -232,6 +232,7 @@ def validate(
     root: Path, classes: list[str], cfg: dict[str, Any], docs_dir: Path
 ) -> ValidationOutcome:
     """Validate the folder; Data Docs and GE's result JSON are written under ``docs_dir``."""
+    typed("validate", cfg)
     max_pixels, min_side = int(cfg["max_pixels"]), int(cfg["min_side"])
     min_images = int(cfg["min_images_per_class"])
     scan = scan_folder(root, classes)
@@ -281,10 +282,3 @@ def _rows_for(table: pd.DataFrame, failure: dict[str, Any]) -> list[dict[str, An
     if not failure["rows"]:  # table-level expectation: fill from the table size
         return [{"label": "", "accepted": 0, "rows": len(table)}]
     return [table[table["label"] == label].iloc[0].to_dict() for label in failure["rows"]]
-
-
-def check_config(cfg: dict[str, Any]) -> None:
-    for key in ("max_pixels", "min_side", "min_images_per_class"):
-        if not isinstance(cfg.get(key), int) or cfg[key] < 0:
-            raise ConfigError(f"params.yaml: validate.{key} must be a non-negative integer")
-    near_duplicates.check_config(cfg)
