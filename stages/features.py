@@ -4,11 +4,14 @@ The trunk is the backbone below the fine-tuned layers (the whole backbone and po
 finetune.layers is 0), so its outputs depend only on the backbone, the cut and the images.
 """
 
+import numpy as np
+
 from wastesort import config, paths, stage
 from wastesort.augmentation import read_plan
 from wastesort.preprocess import check_orientation
 
 OUT_DIR = paths.FEATURES
+METRICS = paths.metrics("features.json")
 
 
 def main() -> None:
@@ -35,12 +38,33 @@ def main() -> None:
     }
     root = config.data_root(params)
     plan = read_plan(paths.PLAN)
+    plans = {name: plan if name == "train" else None for name in splits}
+    rows = {name: features.planned_rows(split, plans[name]) for name, split in splits.items()}
+    row_bytes = int(np.prod(extractor.output.shape[1:])) * np.dtype(dtype).itemsize
+    features.check_disk(OUT_DIR, sum(rows.values()) * row_bytes)
+    written = {}
     for name, split in splits.items():
-        data = features.extract_split(
-            extractor, root, split, plan if name == "train" else None, cfg, name, dtype
+        written[name] = features.extract_split(
+            extractor, root, split, plans[name], cfg, OUT_DIR, name, dtype
         )
-        features.save(OUT_DIR / f"{name}.npz", data)
-        print(f"features: {name}: {data['features'].shape} cached")
+        print(
+            f"features: {name}: {written[name]['rows']} rows of "
+            f"{tuple(extractor.output.shape[1:])} {dtype} cached"
+        )
+    photos = sum(len(split) for split in splits.values())
+    total = sum(w["bytes"] for w in written.values())
+    summary = {
+        "photos": photos,
+        "rows": sum(w["rows"] for w in written.values()),
+        "bytes": total,
+        "bytes_per_photo": round(total / max(photos, 1)),
+        "splits": written,
+    }
+    artifacts.write_json(METRICS, summary)
+    print(
+        f"features: {total / 1e6:.1f} MB for {photos} photos "
+        f"({summary['bytes_per_photo'] / 1e3:.1f} kB per photo, variants included)"
+    )
 
 
 if __name__ == "__main__":

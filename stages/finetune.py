@@ -15,6 +15,7 @@ OUT_DIR = paths.FINETUNED
 TOP_WEIGHTS = OUT_DIR / "backbone_top.weights.h5"
 HEAD_WEIGHTS = OUT_DIR / "head.weights.h5"
 HISTORY = paths.metrics("finetune_history.csv")
+SPLITS = ("train", "val", "test")
 
 
 def main() -> None:
@@ -26,13 +27,13 @@ def main() -> None:
     from wastesort.training import fitting
 
     spec = BackboneSpec.from_params(config.section(params, "backbone"), cfg)
-    splits = {n: features.load(FEATURES / f"{n}.npz") for n in ("train", "val", "test")}
+    splits = {n: features.load(FEATURES, n) for n in SPLITS}
     if OUT_DIR.exists():
         shutil.rmtree(OUT_DIR)
     OUT_DIR.mkdir(parents=True)
     if spec.fine_tune_layers == 0:
-        for name, data in splits.items():
-            features.save(OUT_DIR / f"{name}.npz", data)
+        for name in SPLITS:
+            features.copy(FEATURES, OUT_DIR, name)
         HISTORY.write_text("epoch,accuracy,loss,val_accuracy,val_loss\n")
         artifacts.write_json(
             paths.metrics("finetune.json"), {"layers": 0, "fine_tuned_top_kept": False}
@@ -56,12 +57,10 @@ def train_on_devices(params, cfg, spec, splits, classes) -> None:
     clf = build_classifier(
         len(classes), spec, int(head["dense_units"]), float(head["dropout"]), seed=int(cfg["seed"])
     )
-    # uint8 resized images (finetune.layers: all) stay uint8 in memory; Keras casts per batch
+    # the cached rows stay on disk and are read a batch at a time (features.Rows); uint8
+    # resized images (finetune.layers: all) stay uint8, Keras casts per batch
     xy = {
-        n: (
-            d["features"] if d["features"].dtype == np.uint8 else d["features"].astype("float32"),
-            fitting.encode_labels(d["labels"], classes, n),
-        )
+        n: (d["features"], fitting.encode_labels(d["labels"], classes, n))
         for n, d in splits.items()
     }
     tune_cfg = {**cfg, "label_smoothing": float(head["label_smoothing"])}
@@ -76,16 +75,21 @@ def train_on_devices(params, cfg, spec, splits, classes) -> None:
     }
     fresh = None
     if cfg["fresh_augmentation"]:
-        originals = artifacts.read_manifest(paths.split_manifest("train")).sort_values("path")
-        images = features.load_resized(
-            config.data_root(params),
-            originals["path"].tolist(),
-            spec.image_size,
-            int(config.section(params, "validate")["max_pixels"]),
-        )
+        train = splits["train"]
+        originals = np.flatnonzero(train["variants"] == 0)  # in path order, as features wrote them
+        if train["features"].dtype == np.uint8:  # the cache holds the resized images: read them
+            images = train["features"].subset(originals)
+        else:  # activations inside the backbone: decode the photos again, held in memory
+            resized = features.load_resized(
+                config.data_root(params),
+                train["paths"][originals].tolist(),
+                spec.image_size,
+                int(config.section(params, "validate")["max_pixels"]),
+            )
+            images = np.clip(np.round(resized), 0, 255).astype(np.uint8)
         fresh = FreshVariants(
-            np.clip(np.round(images), 0, 255).astype(np.uint8),
-            fitting.encode_labels(originals["label"].to_numpy(), classes, "train"),
+            images,
+            fitting.encode_labels(train["labels"][originals], classes, "train"),
             len(classes),
             clf.trunk,
             config.section(params, "augment"),
@@ -111,8 +115,8 @@ def train_on_devices(params, cfg, spec, splits, classes) -> None:
         top_backbone(clf).save_weights(TOP_WEIGHTS)
         clf.head.save_weights(HEAD_WEIGHTS)  # `train` starts from it
         for name, data in splits.items():
-            pooled = clf.pooler.predict(xy[name][0], batch_size=64, verbose=0)
-            features.save(OUT_DIR / f"{name}.npz", {**data, "features": pooled.astype("float16")})
+            pooled = features.predict(clf.pooler, xy[name][0], desc=f"finetune: pooling {name}")
+            features.save(OUT_DIR, name, {**data, "features": pooled.astype("float16")})
         speed = fitting.speed(result)
         summary = {
             "layers": len(top_backbone(clf).layers) - 1,

@@ -5,6 +5,8 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
+
 from wastesort import artifacts, config, paths, stage
 from wastesort.training import distribute
 
@@ -30,7 +32,11 @@ def train_and_log(params: dict, cfg: dict) -> None:
     from wastesort.tracking.challenger import TRAIN_MANIFEST_ARTIFACT
     from wastesort.training import fitting
 
-    train, val = features.load(FEATURES / "train.npz"), features.load(FEATURES / "val.npz")
+    # pooled features are small (1,280 numbers a row): read whole
+    train, val = (
+        {**d, "features": np.asarray(d["features"], np.float32)}
+        for d in (features.load(FEATURES, "train"), features.load(FEATURES, "val"))
+    )
     classes = fitting.class_order(config.configured_classes(params), train["labels"])
     spec = BackboneSpec.from_params(
         config.section(params, "backbone"), config.section(params, "finetune")
@@ -66,11 +72,11 @@ def train_and_log(params: dict, cfg: dict) -> None:
         result = fitting.fit_head(
             clf.head,
             (
-                train["features"].astype("float32"),
+                train["features"],
                 fitting.encode_labels(train["labels"], classes, "train"),
             ),
             (
-                val["features"].astype("float32"),
+                val["features"],
                 fitting.encode_labels(val["labels"], classes, "val"),
             ),
             cfg,
@@ -81,7 +87,7 @@ def train_and_log(params: dict, cfg: dict) -> None:
         MODEL_DIR.mkdir(exist_ok=True)
         y_val = fitting.encode_labels(val["labels"], classes, "val")
         calibrated = fitting.calibrate_head(
-            clf.head, val["features"].astype("float32"), y_val, bool(cfg["calibrate"])
+            clf.head, val["features"], y_val, bool(cfg["calibrate"])
         )
         print(
             f"train: temperature {calibrated['temperature']:.3f} fitted on val (NLL "

@@ -8,6 +8,8 @@ computes below its trainable top.
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from tqdm import tqdm
 
 from wastesort import images, preprocess
 from wastesort.augmentation import apply_plan
+from wastesort.config import ConfigError
 
 
 def load_resized(
@@ -45,46 +48,254 @@ def extract_split(
     split: pd.DataFrame,
     plan: pd.DataFrame | None,
     cfg: dict[str, Any],
+    out_dir: Path,
     name: str,
     dtype: str = "float16",
-) -> dict[str, np.ndarray]:
-    """Features for every image of a split (variant 0) and, for train, each planned variant."""
+) -> dict[str, Any]:
+    """Every image of a split (variant 0) and, for train, each planned variant through
+    ``trunk``, written to ``out_dir/<name>`` one batch at a time; returns rows and bytes."""
     size, chunk = preprocess.image_size(cfg["image_size"]), int(cfg["batch_size"])
     plan_by_path = (
         {p: g.to_dict("records") for p, g in plan.groupby("path")} if plan is not None else {}
     )
-    feats, labels, paths, variants = [], [], [], []
     ordered = split.sort_values("path").reset_index(drop=True)
-    for start in tqdm(range(0, len(ordered), chunk), desc=f"features: {name}", unit="batch"):
-        part = ordered.iloc[start : start + chunk]
-        batch = load_resized(root, part["path"].tolist(), size, int(cfg["max_pixels"]))
-        feats.append(run_trunk(trunk, batch, dtype))
-        labels += part["label"].tolist()
-        paths += part["path"].tolist()
-        variants += [0] * len(part)
-        rows = [(i, r) for i, p in enumerate(part["path"]) for r in plan_by_path.get(p, [])]
-        for v_start in range(0, len(rows), chunk):
-            group = rows[v_start : v_start + chunk]
-            augmented = apply_plan(
-                batch[[i for i, _ in group]], [r for _, r in group], cfg["fill_mode"]
+    n_rows = planned_rows(ordered, plan)
+    writer = Writer(out_dir, name, n_rows)
+    with tqdm(total=n_rows, desc=f"features: {name}", unit="img") as bar:
+        for start in range(0, len(ordered), chunk):
+            part = ordered.iloc[start : start + chunk]
+            batch = load_resized(root, part["path"].tolist(), size, int(cfg["max_pixels"]))
+            writer.append(
+                run_trunk(trunk, batch, dtype), part["label"], part["path"], [0] * len(part)
             )
-            feats.append(run_trunk(trunk, augmented, dtype))
-            labels += [r["label"] for _, r in group]
-            paths += [r["path"] for _, r in group]
-            variants += [int(r["variant"]) for _, r in group]
-    return {
-        "features": np.concatenate(feats) if feats else np.zeros((0,), np.float16),
-        "labels": np.array(labels),
-        "paths": np.array(paths),
-        "variants": np.array(variants, dtype=np.int32),
-    }
+            bar.update(len(part))
+            rows = [(i, r) for i, p in enumerate(part["path"]) for r in plan_by_path.get(p, [])]
+            for v_start in range(0, len(rows), chunk):
+                group = rows[v_start : v_start + chunk]
+                augmented = apply_plan(
+                    batch[[i for i, _ in group]], [r for _, r in group], cfg["fill_mode"]
+                )
+                writer.append(
+                    run_trunk(trunk, augmented, dtype),
+                    [r["label"] for _, r in group],
+                    [r["path"] for _, r in group],
+                    [r["variant"] for _, r in group],
+                )
+                bar.update(len(group))
+    return writer.close()
 
 
-def save(path: Path, data: dict[str, np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, **data)
+def planned_rows(split: pd.DataFrame, plan: pd.DataFrame | None) -> int:
+    """How many rows ``extract_split`` writes for ``split``: its images and their variants."""
+    if plan is None:
+        return len(split)
+    return len(split) + int(plan["path"].isin(set(split["path"])).sum())
 
 
-def load(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
+def check_disk(folder: Path, needed: int, copies: int = 2) -> None:
+    """A one-line error, before any work, when ``copies`` times ``needed`` bytes (the cache in
+    the workspace and again in the DVC cache) would not fit the free space under ``folder``."""
+    probe = Path(folder)
+    while not probe.exists():
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if needed * copies > free:
+        raise ConfigError(
+            f"{folder}: the feature cache needs {needed / 1e9:.2f} GB ({copies} copies: the "
+            f"workspace and DVC's cache, {needed * copies / 1e9:.2f} GB) but {free / 1e9:.2f} GB "
+            "is free there; free some space, or lower augment.variants_per_image"
+        )
+
+
+class Rows:
+    """Rows of a cached ``.npy`` array, read from disk when asked for (``os.pread``; never
+    mapped, so a process holds only the rows it is using). Indexing with a slice, an integer
+    array or a boolean mask returns a NumPy array; ``subset`` returns another lazy view;
+    ``np.asarray(rows)`` reads them all."""
+
+    def __init__(self, path: Path, index: np.ndarray | None = None):
+        self.path = Path(path)
+        with self.path.open("rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            read_header = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
+            shape, fortran, dtype = read_header(fh)
+            self.offset = fh.tell()
+        if fortran:
+            raise ValueError(f"{self.path}: a Fortran-ordered array is not a feature cache")
+        self.dtype, self.row_shape, self.n_stored = np.dtype(dtype), tuple(shape[1:]), shape[0]
+        self.row_bytes = int(np.prod(self.row_shape, dtype=np.int64)) * self.dtype.itemsize
+        self.index = np.arange(self.n_stored) if index is None else np.asarray(index, np.int64)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self), *self.row_shape)
+
+    @property
+    def ndim(self) -> int:
+        return 1 + len(self.row_shape)
+
+    @property
+    def nbytes(self) -> int:
+        return len(self) * self.row_bytes
+
+    def subset(self, key) -> Rows:
+        return Rows(self.path, self.index[key])
+
+    def __getitem__(self, key) -> np.ndarray:
+        wanted = self.index[key]
+        if np.ndim(wanted) == 0:
+            return self._read(np.array([wanted]))[0]
+        return self._read(wanted)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = self._read(self.index)
+        return out if dtype is None else out.astype(dtype)
+
+    def _read(self, rows: np.ndarray) -> np.ndarray:
+        """The stored rows ``rows`` (in that order): one read per run of consecutive rows."""
+        out = np.empty((len(rows), *self.row_shape), self.dtype)
+        if not len(rows):
+            return out
+        order = np.argsort(rows, kind="stable")
+        ordered = rows[order]
+        breaks = np.flatnonzero(np.diff(ordered) != 1) + 1
+        flat = out.reshape(len(rows), -1).view(np.uint8)
+        with self.path.open("rb") as fh:
+            for run in np.split(np.arange(len(rows)), breaks):
+                first, count = int(ordered[run[0]]), len(run)
+                data = os.pread(
+                    fh.fileno(), count * self.row_bytes, self.offset + first * self.row_bytes
+                )
+                if len(data) != count * self.row_bytes:
+                    raise ValueError(f"{self.path}: truncated (re-run the features stage)")
+                flat[order[run]] = np.frombuffer(data, np.uint8).reshape(count, self.row_bytes)
+        return out
+
+
+def batches(rows, size: int):
+    """``rows`` (an array or ``Rows``) in consecutive batches of ``size``, each read when needed."""
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]
+
+
+def predict(
+    model, rows, batch_size: int = 64, chunk_batches: int = 8, desc: str | None = None
+) -> np.ndarray:
+    """``model.predict`` over ``rows`` in bounded memory: the same batches of ``batch_size``
+    as one call over an in-memory array gives, read ``chunk_batches`` batches at a time
+    (``desc``: show a progress bar with images/s and the time left)."""
+    out = []
+    with tqdm(total=len(rows), desc=desc, unit="img", disable=desc is None) as bar:
+        for part in batches(rows, batch_size * chunk_batches):
+            out.append(model.predict(part, batch_size=batch_size, verbose=0))
+            bar.update(len(part))
+    if out:
+        return np.concatenate(out)
+    return np.zeros((0, *model.output.shape[1:]), np.float32)
+
+
+class Writer:
+    """Writes a split's cache row block by row block: ``<name>.npy`` (the rows) and
+    ``<name>.index.npz`` (labels, paths, variants), so no step holds the whole split."""
+
+    def __init__(self, directory: Path, name: str, n_rows: int):
+        self.directory, self.name, self.n_rows = Path(directory), name, n_rows
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.fh = None
+        self.written, self.labels, self.paths, self.variants = 0, [], [], []
+
+    def append(self, rows: np.ndarray, labels, paths, variants) -> None:
+        rows = np.ascontiguousarray(rows)
+        if self.fh is None:
+            self.fh = (self.directory / f"{self.name}.npy").open("wb")
+            header = {
+                "descr": np.lib.format.dtype_to_descr(rows.dtype),
+                "fortran_order": False,
+                "shape": (self.n_rows, *rows.shape[1:]),
+            }
+            np.lib.format.write_array_header_2_0(self.fh, header)
+            self.row_shape, self.dtype = rows.shape[1:], rows.dtype
+        if rows.shape[1:] != self.row_shape or rows.dtype != self.dtype:
+            raise ValueError(
+                f"{self.name}: rows of {rows.shape[1:]} {rows.dtype}, expected "
+                f"{self.row_shape} {self.dtype}"
+            )
+        if self.written + len(rows) > self.n_rows:
+            raise ValueError(f"{self.name}: more than the {self.n_rows} rows announced")
+        self.fh.write(rows.tobytes())
+        self.written += len(rows)
+        self.labels += list(labels)
+        self.paths += list(paths)
+        self.variants += [int(v) for v in variants]
+
+    def close(self) -> dict[str, Any]:
+        if self.fh is None:  # an empty split
+            self.append(np.zeros((0,), np.float16), [], [], [])
+        self.fh.close()
+        if self.written != self.n_rows:
+            raise ValueError(f"{self.name}: {self.written} rows written, {self.n_rows} announced")
+        np.savez(
+            self.directory / f"{self.name}.index.npz",
+            labels=np.array(self.labels, dtype=str),
+            paths=np.array(self.paths, dtype=str),
+            variants=np.array(self.variants, dtype=np.int32),
+        )
+        return {"rows": self.written, "bytes": self.bytes()}
+
+    def bytes(self) -> int:
+        return sum((self.directory / f"{self.name}{s}").stat().st_size for s in SUFFIXES)
+
+
+SUFFIXES = (".npy", ".index.npz")
+
+
+def save(directory: Path, name: str, data: dict[str, Any]) -> dict[str, Any]:
+    """A whole split at once (``features`` as an array, or ``Rows`` streamed block by block)."""
+    writer = Writer(directory, name, len(data["features"]))
+    step = 1024
+    for start in range(0, len(data["features"]), step):
+        stop = start + step
+        writer.append(
+            np.asarray(data["features"][start:stop]),
+            data["labels"][start:stop],
+            data["paths"][start:stop],
+            data["variants"][start:stop],
+        )
+    return writer.close()
+
+
+def load(directory: Path, name: str) -> dict[str, Any]:
+    """A split's cache: ``features`` as lazy ``Rows``; labels, paths and variants in memory."""
+    directory = Path(directory)
+    rows, index = directory / f"{name}.npy", directory / f"{name}.index.npz"
+    for path in (rows, index):
+        if not path.is_file():
+            raise ConfigError(f"{path}: not found (run the features stage first)")
+    with np.load(index, allow_pickle=False) as data:
+        out: dict[str, Any] = {k: data[k] for k in data.files}
+    missing = {"labels", "paths", "variants"} - set(out)
+    if missing:
+        raise ConfigError(
+            f"{index}: lacks {', '.join(sorted(missing))} (re-run the features stage)"
+        )
+    out["features"] = Rows(rows)
+    if len(out["features"]) != len(out["labels"]):
+        raise ConfigError(
+            f"{rows}: {len(out['features'])} rows for {len(out['labels'])} labels "
+            "(re-run the features stage)"
+        )
+    return out
+
+
+def copy(source: Path, target: Path, name: str) -> None:
+    """A split's cache files as they are (``finetune.layers: 0`` passes them through)."""
+    Path(target).mkdir(parents=True, exist_ok=True)
+    for suffix in SUFFIXES:
+        shutil.copyfile(Path(source) / f"{name}{suffix}", Path(target) / f"{name}{suffix}")

@@ -79,11 +79,14 @@ def test_more_folds_than_images_in_a_class_is_explained():
 
 
 def test_missing_or_foreign_feature_cache_is_named(tmp_path):
-    with pytest.raises(ConfigError, match="train.npz: not found .run the features stage first."):
+    with pytest.raises(ConfigError, match="train.npy: not found .run the features stage first."):
         review.load_originals(tmp_path)
     for name in ("train", "val", "test"):
-        np.savez(tmp_path / f"{name}.npz", features=np.zeros((1, 4)), paths=np.array(["a/x.jpg"]))
-    with pytest.raises(ConfigError, match="train.npz: lacks labels, variants .re-run the features"):
+        np.save(tmp_path / f"{name}.npy", np.zeros((1, 4)))
+        np.savez(tmp_path / f"{name}.index.npz", paths=np.array(["a/x.jpg"]))
+    with pytest.raises(
+        ConfigError, match="train.index.npz: lacks labels, variants .re-run the features"
+    ):
         review.load_originals(tmp_path)
 
 
@@ -98,17 +101,28 @@ def test_features_from_cached_images_pooled_features_or_the_raw_files(tmp_path):
     root = photo_folders(tmp_path, {"a": 2})
     paths = np.array(["a/a_00.jpg", "a/a_01.jpg"])
     decoded = features.load_resized(root, list(paths), 32, 10**7)
-    from_images = review.frozen_features(
-        MeanPool(), decoded.round().astype(np.uint8), root, paths, 32, 10**7, 8
-    )
+    cached = decoded.round().astype(np.uint8)
+    from_images = review.frozen_features(MeanPool(), [cached], root, paths, 32, 10**7, 8)
     np.testing.assert_allclose(from_images, decoded.mean(axis=(1, 2)), atol=0.5)
+    # the same from the on-disk cache, split in two parts as load_originals gives it
+    data = {"features": cached, "labels": paths, "paths": paths, "variants": np.zeros(2)}
+    features.save(tmp_path / "cache", "train", data)
+    rows = features.load(tmp_path / "cache", "train")["features"]
+    np.testing.assert_array_equal(
+        review.frozen_features(
+            MeanPool(), [rows.subset([0]), rows.subset([1])], root, paths, 32, 10**7, 8
+        ),
+        from_images,
+    )
     pooled = np.arange(6, dtype=np.float16).reshape(2, 3)
     np.testing.assert_array_equal(
-        review.frozen_features(None, pooled, root, paths, 32, 10**7, 8), pooled
+        review.frozen_features(None, [pooled], root, paths, 32, 10**7, 8), pooled
     )
     activations = np.zeros((2, 4, 4, 96), np.float16)  # inside the backbone: decode anew
     np.testing.assert_allclose(
-        review.frozen_features(MeanPool(), activations, root, paths, 32, 10**7, 8),
+        review.frozen_features(
+            MeanPool(), [activations[:1], activations[1:]], root, paths, 32, 10**7, 8
+        ),
         decoded.mean(axis=(1, 2)),
     )
 
@@ -141,7 +155,8 @@ def test_stage_writes_report_and_changes_nothing(tmp_path, monkeypatch, capsys):
         images = features.load_resized(root, part, 32, 10**7).round().astype(np.uint8)
         variants = [0] * len(part) + ([1] * len(part) if name == "train" else [])
         features.save(
-            work / f"data/features/{name}.npz",
+            work / "data/features",
+            name,
             {
                 "features": np.concatenate([images] * (2 if name == "train" else 1)),
                 "labels": np.array([p.split("/")[0] for p in part] * (2 if name == "train" else 1)),

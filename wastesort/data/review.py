@@ -34,34 +34,31 @@ SUSPECT_COLUMNS = [
 CHUNK = 256  # images decoded or converted to float at a time
 
 
-def load_originals(feature_dir: Path) -> dict[str, np.ndarray]:
-    """The cached rows of every split's original images (variant 0), with path, label, split."""
+def load_originals(feature_dir: Path) -> dict[str, Any]:
+    """Every split's original images (variant 0) in the cache: ``features`` as one lazy
+    ``features.Rows`` view per split (read a chunk at a time), with path, label and split."""
     parts = []
     for name in SPLITS:
-        path = feature_dir / f"{name}.npz"
-        if not path.is_file():
-            raise ConfigError(f"{path}: not found (run the features stage first)")
-        data = features.load(path)
-        missing = {"features", "labels", "paths", "variants"} - set(data)
-        if missing:
-            raise ConfigError(
-                f"{path}: lacks {', '.join(sorted(missing))} (re-run the features stage)"
-            )
+        data = features.load(feature_dir, name)
         keep = data["variants"] == 0
         parts.append(
             {
-                "features": data["features"][keep],
+                "features": data["features"].subset(np.flatnonzero(keep)),
                 "paths": data["paths"][keep],
                 "labels": data["labels"][keep],
                 "splits": np.full(keep.sum(), name),
             }
         )
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    out: dict[str, Any] = {
+        k: np.concatenate([p[k] for p in parts]) for k in parts[0] if k != "features"
+    }
+    out["features"] = [p["features"] for p in parts]
+    return out
 
 
 def frozen_features(
     extractor,
-    cached: np.ndarray,
+    cached: list,
     root: Path,
     paths: np.ndarray,
     size: preprocess.Size,
@@ -70,20 +67,31 @@ def frozen_features(
 ) -> np.ndarray:
     """Pooled features of each image from ``extractor`` (resized image in, pooled features out).
 
-    The cache holds the resized images (finetune.layers: all; run through the extractor), the
-    frozen pooled features themselves (finetune.layers: 0; used as they are), or activations
-    inside the backbone (any other cut; the images are then decoded anew from ``root``)."""
-    if cached.ndim == 2:
-        return cached.astype(np.float32)
-    is_images = cached.dtype == np.uint8 and cached.shape[1:] == (*preprocess.hw(size), 3)
-    out = []
-    for start in range(0, len(paths), CHUNK):
-        batch = (
-            cached[start : start + CHUNK].astype(np.float32)
-            if is_images
-            else features.load_resized(root, list(paths[start : start + CHUNK]), size, max_pixels)
-        )
-        out.append(extractor.predict(batch, batch_size=batch_size, verbose=0))
+    ``cached`` holds, per split, the cache's rows (arrays or ``features.Rows``): the resized
+    images (finetune.layers: all; run through the extractor), the frozen pooled features
+    themselves (finetune.layers: 0; used as they are), or activations inside the backbone (any
+    other cut; the images are then decoded anew from ``root``). ``paths`` lists the images of
+    all of them in order. Memory holds one chunk of images at a time."""
+    out, offset = [], 0
+    for rows in cached:
+        if rows.ndim == 2:
+            out.append(np.asarray(rows, np.float32))
+            offset += len(rows)
+            continue
+        is_images = rows.dtype == np.uint8 and rows.shape[1:] == (*preprocess.hw(size), 3)
+        for start in range(0, len(rows), CHUNK):
+            stop = min(start + CHUNK, len(rows))
+            batch = (
+                np.asarray(rows[start:stop], np.float32)
+                if is_images
+                else features.load_resized(
+                    root, list(paths[offset + start : offset + stop]), size, max_pixels
+                )
+            )
+            out.append(extractor.predict(batch, batch_size=batch_size, verbose=0))
+        offset += len(rows)
+    if not out:
+        return np.zeros((0, 0), np.float32)
     return np.concatenate(out).astype(np.float32)
 
 

@@ -19,6 +19,8 @@ from sklearn.utils.class_weight import compute_class_weight
 
 from wastesort import calibration
 from wastesort.config import ConfigError
+from wastesort.features import Rows
+from wastesort.features import predict as predict_rows
 from wastesort.model import Classifier, fold_temperature, head_logits, set_fine_tuning, top_backbone
 
 
@@ -137,7 +139,12 @@ def fit(
     n_classes = int(model.output.shape[-1])
     batch = int(cfg.batch_size)
     replicas = check_replica_batches(batch)
-    validation = (val[0], keras.utils.to_categorical(val[1], n_classes))
+    val_x = np.asarray(val[0]) if replicas > 1 else val[0]  # several replicas: padded below
+    validation = (val_x, keras.utils.to_categorical(val[1], n_classes))
+    if isinstance(val_x, Rows):  # cached rows read a batch at a time, in the same batches
+        validation = row_batches(*validation, batch)
+    if isinstance(train, tuple) and isinstance(train[0], Rows):  # the fixed plan: in memory
+        train = (np.asarray(train[0]), train[1])
     if isinstance(train, tuple):
         train_labels = train[1]
         targets = keras.utils.to_categorical(train[1], n_classes)
@@ -208,6 +215,22 @@ def fit(
     )
 
 
+def row_batches(rows: Rows, targets: np.ndarray, batch_size: int):
+    """(rows, targets) as a Keras dataset of consecutive batches read from disk when needed:
+    what ``fit`` and ``evaluate`` make of in-memory arrays, without holding them."""
+    import keras
+
+    class Batches(keras.utils.PyDataset):
+        def __len__(self):
+            return -(-len(rows) // batch_size)
+
+        def __getitem__(self, index):
+            part = slice(index * batch_size, (index + 1) * batch_size)
+            return rows[part], targets[part]
+
+    return Batches(workers=1, use_multiprocessing=False)
+
+
 def check_replica_batches(batch_size: int) -> int:
     """The replica count of the current ``tf.distribute`` strategy; with several, the batch
     size must split evenly across them."""
@@ -262,8 +285,10 @@ def fine_tune(
     ``fresh`` (newly augmented images each epoch, see ``FreshVariants``) when given, else on
     the cached activations. ``callbacks`` see both phases' epochs, numbered on from one to the
     other (as in ``history_csv``)."""
-    pooled_train = classifier.pooler.predict(train[0], batch_size=64, verbose=0)
-    pooled_val = classifier.pooler.predict(val[0], batch_size=64, verbose=0)
+    pooled_train = predict_rows(
+        classifier.pooler, train[0], desc="finetune: warm-up, pooling train"
+    )
+    pooled_val = predict_rows(classifier.pooler, val[0], desc="finetune: warm-up, pooling val")
     warm = fit(
         classifier.head,
         (pooled_train, train[1]),
