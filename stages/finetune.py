@@ -115,8 +115,9 @@ def train_on_devices(params, cfg, spec, splits, classes) -> None:
         top_backbone(clf).save_weights(TOP_WEIGHTS)
         clf.head.save_weights(HEAD_WEIGHTS)  # `train` starts from it
         for name, data in splits.items():
-            pooled = features.predict(clf.pooler, xy[name][0], desc=f"finetune: pooling {name}")
-            features.save(OUT_DIR, name, {**data, "features": pooled.astype("float16")})
+            features.predict_to(
+                clf.pooler, data, OUT_DIR, name, "float16", desc=f"finetune: pooling {name}"
+            )
         speed = fitting.speed(result)
         summary = {
             "layers": len(top_backbone(clf).layers) - 1,

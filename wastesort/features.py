@@ -185,20 +185,41 @@ def batches(rows, size: int):
         yield rows[start : start + size]
 
 
-def predict(
-    model, rows, batch_size: int = 64, chunk_batches: int = 8, desc: str | None = None
-) -> np.ndarray:
-    """``model.predict`` over ``rows`` in bounded memory: the same batches of ``batch_size``
-    as one call over an in-memory array gives, read ``chunk_batches`` batches at a time
-    (``desc``: show a progress bar with images/s and the time left)."""
-    out = []
+def predicted(model, rows, batch_size: int = 64, chunk_batches: int = 8, desc: str | None = None):
+    """``model.predict`` over ``rows`` in bounded memory, yielding (start, outputs) a chunk of
+    ``chunk_batches`` batches at a time: the same batches of ``batch_size`` as one call over an
+    in-memory array gives (``desc``: a progress bar with images/s and the time left)."""
+    step = batch_size * chunk_batches
     with tqdm(total=len(rows), desc=desc, unit="img", disable=desc is None) as bar:
-        for part in batches(rows, batch_size * chunk_batches):
-            out.append(model.predict(part, batch_size=batch_size, verbose=0))
+        for start in range(0, len(rows), step):
+            part = rows[start : start + step]
+            yield start, model.predict(part, batch_size=batch_size, verbose=0)
             bar.update(len(part))
+
+
+def predict(model, rows, batch_size: int = 64, desc: str | None = None) -> np.ndarray:
+    """``model``'s outputs for every row, in memory (``predicted``'s chunks joined)."""
+    out = [outputs for _, outputs in predicted(model, rows, batch_size, desc=desc)]
     if out:
         return np.concatenate(out)
     return np.zeros((0, *model.output.shape[1:]), np.float32)
+
+
+def predict_to(
+    model, data: dict[str, Any], directory: Path, name: str, dtype: str, desc: str | None = None
+) -> dict[str, Any]:
+    """``model``'s outputs for a split's rows, as ``dtype``, written to ``directory/<name>``
+    chunk by chunk with the split's labels, paths and variants."""
+    writer = Writer(directory, name, len(data["labels"]))
+    for start, outputs in predicted(model, data["features"], desc=desc):
+        stop = start + len(outputs)
+        writer.append(
+            outputs.astype(dtype),
+            data["labels"][start:stop],
+            data["paths"][start:stop],
+            data["variants"][start:stop],
+        )
+    return writer.close()
 
 
 class Writer:
