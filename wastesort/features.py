@@ -170,19 +170,26 @@ class Rows:
         with self.path.open("rb") as fh:
             for run in np.split(np.arange(len(rows)), breaks):
                 first, count = int(ordered[run[0]]), len(run)
-                data = os.pread(
-                    fh.fileno(), count * self.row_bytes, self.offset + first * self.row_bytes
+                data = read_exactly(
+                    fh, count * self.row_bytes, first * self.row_bytes + self.offset
                 )
-                if len(data) != count * self.row_bytes:
-                    raise ValueError(f"{self.path}: truncated (re-run the features stage)")
+                if data is None:
+                    raise ConfigError(f"{self.path}: truncated (re-run the features stage)")
                 flat[order[run]] = np.frombuffer(data, np.uint8).reshape(count, self.row_bytes)
         return out
 
 
-def batches(rows, size: int):
-    """``rows`` (an array or ``Rows``) in consecutive batches of ``size``, each read when needed."""
-    for start in range(0, len(rows), size):
-        yield rows[start : start + size]
+def read_exactly(fh, size: int, offset: int, piece: int = 1 << 28) -> bytes | None:
+    """``size`` bytes at ``offset`` (at most ``piece`` a read: one read may return less);
+    None when the file ends first."""
+    parts, done = [], 0
+    while done < size:
+        data = os.pread(fh.fileno(), min(piece, size - done), offset + done)
+        if not data:
+            return None
+        parts.append(data)
+        done += len(data)
+    return b"".join(parts) if len(parts) != 1 else parts[0]
 
 
 def predicted(model, rows, batch_size: int = 64, chunk_batches: int = 8, desc: str | None = None):

@@ -68,7 +68,7 @@ def test_writer_keeps_its_count_and_a_broken_cache_is_named(tmp_path):
     features.save(tmp_path, "val", split_data(4))
     with (tmp_path / "val.npy").open("r+b") as fh:  # a cache cut short (a full disk, say)
         fh.truncate((tmp_path / "val.npy").stat().st_size - 5)
-    with pytest.raises(ValueError, match=r"val.npy: truncated \(re-run the features stage\)"):
+    with pytest.raises(ConfigError, match=r"val.npy: truncated \(re-run the features stage\)"):
         features.load(tmp_path, "val")["features"][2:]
     shutil.copyfile(tmp_path / "val.npy", tmp_path / "test.npy")
     features.save(tmp_path, "other", split_data(6))
@@ -86,6 +86,18 @@ def test_a_cache_larger_than_the_free_disk_is_refused_in_one_line(tmp_path):
     assert "\n" not in message
     assert message.startswith(f"{tmp_path / 'data/features'}: the feature cache needs ")
     assert "augment.variants_per_image" in message
+
+
+def test_long_runs_are_read_in_pieces(tmp_path):
+    data = split_data(40, shape=(1000,))
+    features.save(tmp_path, "train", data)
+    rows = features.load(tmp_path, "train")["features"]
+    with (tmp_path / "train.npy").open("rb") as fh:
+        whole = features.read_exactly(fh, 40_000, rows.offset, piece=3_001)
+        assert features.read_exactly(fh, 40_001, rows.offset, piece=3_001) is None
+    np.testing.assert_array_equal(
+        np.frombuffer(whole, np.uint8).reshape(40, 1000), data["features"]
+    )
 
 
 def test_planned_rows_counts_originals_and_their_variants():
