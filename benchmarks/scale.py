@@ -121,15 +121,19 @@ def run_size(data: Path, size: int, work: Path, env: dict[str, str]) -> dict:
         print(f"=== {size} photos: dvc repro -s {stage}", flush=True)
         stages[stage] = timed(["dvc", "repro", "-s", stage], clone, stage_env)
         stages[stage]["photos_per_second"] = round(size / stages[stage]["seconds"], 1)
+        print(f"    {json.dumps(stages[stage])}", flush=True)
     tuned = json.loads((clone / "metrics/finetune.json").read_text())
-    cache = json.loads((clone / "metrics/features.json").read_text())
+    cache_bytes = folder_bytes(clone / "data/features")  # also for commits without the metric
     result = {
         "photos": size,
         "classes": counts,
         "generate_seconds": generated,
         "stages": stages,
-        "feature_cache_bytes": cache["bytes"],
-        "feature_cache_bytes_per_photo": cache["bytes_per_photo"],
+        "commit": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=clone, capture_output=True, text=True
+        ).stdout.strip(),
+        "feature_cache_bytes": cache_bytes,
+        "feature_cache_bytes_per_photo": round(cache_bytes / size),
         "dvc_cache_bytes": folder_bytes(clone / ".dvc/cache"),
         "finetune_train_images_per_second": tuned.get("train_images_per_second"),
         "finetune_epoch_seconds": tuned.get("epoch_seconds"),
