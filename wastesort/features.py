@@ -219,13 +219,7 @@ def predict_to(
     chunk by chunk with the split's labels, paths and variants."""
     writer = Writer(directory, name, len(data["labels"]))
     for start, outputs in predicted(model, data["features"], desc=desc):
-        stop = start + len(outputs)
-        writer.append(
-            outputs.astype(dtype),
-            data["labels"][start:stop],
-            data["paths"][start:stop],
-            data["variants"][start:stop],
-        )
+        writer.append_part(outputs.astype(dtype), data, start)
     return writer.close()
 
 
@@ -263,6 +257,13 @@ class Writer:
         self.paths += list(paths)
         self.variants += [int(v) for v in variants]
 
+    def append_part(self, rows: np.ndarray, data: dict[str, Any], start: int) -> None:
+        """``rows`` for the split ``data``'s rows from ``start`` on, with their labels, paths
+        and variants."""
+        stop = start + len(rows)
+        part = slice(start, stop)
+        self.append(rows, data["labels"][part], data["paths"][part], data["variants"][part])
+
     def close(self) -> dict[str, Any]:
         if self.fh is None:  # an empty split
             self.append(np.zeros((0,), np.float16), [], [], [])
@@ -289,13 +290,7 @@ def save(directory: Path, name: str, data: dict[str, Any]) -> dict[str, Any]:
     writer = Writer(directory, name, len(data["features"]))
     step = 1024
     for start in range(0, len(data["features"]), step):
-        stop = start + step
-        writer.append(
-            np.asarray(data["features"][start:stop]),
-            data["labels"][start:stop],
-            data["paths"][start:stop],
-            data["variants"][start:stop],
-        )
+        writer.append_part(np.asarray(data["features"][start : start + step]), data, start)
     return writer.close()
 
 
