@@ -3,7 +3,7 @@ UV_VERSION ?= 0.13.9
 UV ?= uv
 DATA ?= ../shared/data/trashnet
 # `dvc exp show` columns that are not headline metrics or params: deps and outs' hashes
-EXP_DROP ?= .*/|export$$|models$$
+EXP_DROP ?= Created|ci95_high|.*/|export$$|models$$
 
 .PHONY: help setup setup-gpu browser postgres test test-fast exps lint format deps repro-trashnet serve tracking-server bench lock
 
