@@ -58,6 +58,7 @@ class Section(BaseModel):
 class Data(Section):
     path: str = "data/raw"
     classes: list[str] = []
+    extra_paths: list[str] = []
 
 
 class Validate(Section):
@@ -196,6 +197,17 @@ class Serve(Section):
     tflite_threads: Positive = 1
     default_stream: str = "residual_waste"
     streams: dict[str, str] = {}
+    capture: Literal["none", "uncertain", "all"] = "none"
+    capture_dir: str = "inbox"
+    capture_max_files: Positive = 10_000
+    capture_max_mb: Annotated[float, Field(gt=0)] = 2048
+    review_token: str = ""
+
+
+class Monitor(Section):
+    min_answers: Positive = 30
+    max_class_mix_p: Fraction = 0.01
+    max_uncertain_rise: Fraction = 0.10
 
 
 class Params(Section):
@@ -216,6 +228,7 @@ class Params(Section):
     mlflow: Mlflow = Mlflow()
     register_: Register = Field(Register(), alias="register")
     serve: Serve = Serve()
+    monitor: Monitor = Monitor()
 
 
 def section_models() -> dict[str, type[Section]]:
