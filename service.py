@@ -18,6 +18,8 @@ import numpy as np
 
 from wastesort import webui
 from wastesort.config import ConfigError
+from wastesort.field import KINDS
+from wastesort.field.capture import Capture
 from wastesort.images import ImageRejected
 from wastesort.serving import (
     STATUS_FOR,
@@ -32,6 +34,7 @@ from wastesort.serving import (
     resolve_once,
 )
 from wastesort.serving.guard import SENT_FIELD_HEADER
+from wastesort.serving.metrics import ServiceMetrics
 
 try:
     CFG = ServeConfig.load()
@@ -49,28 +52,41 @@ class WasteSort:
     bento_model = bentoml.models.BentoModel(CHAMPION.bento_tag)  # `bentoml build` packs it
 
     def __init__(self) -> None:
+        global METRICS
         self.champion = load_champion(CFG, CHAMPION, self.bento_model)
         self.batcher = Batcher(self.champion.predict, CFG.max_batch_size)
         self.model_info = self.champion.info()
+        self.metrics = METRICS = ServiceMetrics.create(self.model_info)
+        self.capture = Capture.from_params(
+            CFG.serve, on_miss=lambda reason: self.metrics.capture_missed.labels(reason).inc()
+        )
         self.batcher(
             np.zeros((1, *self.champion.input_size, 3), np.float32)
         )  # warm the interpreter up before /readyz
 
     def answer(self, uploads: list[tuple[str, Path]]) -> list[dict[str, Any]]:
         size = self.champion.input_size
-        batch = np.stack(
-            [load_upload(path.read_bytes(), CFG, size, field) for field, path in uploads]
-        )
-        return [
+        data = [path.read_bytes() for _, path in uploads]
+        batch = np.stack([load_upload(d, CFG, size, f) for d, (f, _) in zip(data, uploads)])
+        answers = [
             describe(self.champion.labels, p, CFG, self.model_info) for p in self.batcher(batch)
         ]
+        for upload, answer in zip(data, answers):
+            self.metrics.answered(answer)
+            if self.capture.keep(upload, answer):
+                self.metrics.captured.labels(KINDS[not answer["uncertain"]]).inc()
+        return answers
+
+    def rejected(self, exc: ImageRejected, ctx: bentoml.Context) -> dict[str, str]:
+        self.metrics.reject(exc.code)
+        ctx.response.status_code = STATUS_FOR[exc.code]
+        return error_body(exc)
 
     def one(self, field: str, image: Path, ctx: bentoml.Context) -> dict[str, Any]:
         try:
             return self.answer([(field, image)])[0]
         except ImageRejected as exc:
-            ctx.response.status_code = STATUS_FOR[exc.code]
-            return error_body(exc)
+            return self.rejected(exc, ctx)
 
     @bentoml.api(route="/classify")
     def classify(self, image: Path, ctx: bentoml.Context) -> dict[str, Any]:
@@ -87,13 +103,11 @@ class WasteSort:
     def classify_batch(self, images: list[Path], ctx: bentoml.Context) -> dict[str, Any]:
         """Classify several photos (repeat the form field `images`), answers in upload order."""
         if not images:
-            ctx.response.status_code = 400
-            return {"error": "images: no files uploaded", "code": "empty"}
+            return self.rejected(ImageRejected("images: no files uploaded", "empty"), ctx)
         try:
             answers = self.answer([(f"images[{i}] ({p.name})", p) for i, p in enumerate(images)])
         except ImageRejected as exc:
-            ctx.response.status_code = STATUS_FOR[exc.code]
-            return error_body(exc)
+            return self.rejected(exc, ctx)
         return {"results": [{"index": i, **r} for i, r in enumerate(answers)]}
 
     @bentoml.api(route="/about")
@@ -107,6 +121,14 @@ class WasteSort:
         }
 
 
+METRICS: ServiceMetrics | None = None  # the worker's, once WasteSort has started
+
+
+def count_rejection(code: str) -> None:
+    if METRICS is not None:
+        METRICS.reject(code)
+
+
 FORM_OVERHEAD = 64 * 1024
 WasteSort.add_asgi_middleware(
     UploadGuard,
@@ -116,4 +138,5 @@ WasteSort.add_asgi_middleware(
         "/predict": CFG.max_upload_bytes + FORM_OVERHEAD,
         "/classify_batch": CFG.max_batch_size * CFG.max_upload_bytes + FORM_OVERHEAD,
     },
+    on_reject=count_rejection,
 )

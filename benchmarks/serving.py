@@ -8,6 +8,11 @@ floor: the same photos decoded and resized, and the registered file run by LiteR
 process with no HTTP.
 
     python benchmarks/serving.py --repo PATH [--seconds 30]
+    python benchmarks/serving.py --repo PATH --capture-only   # serve.capture's cost
+
+``--capture-only``: the float32 service under 16 clients with ``serve.capture`` none and all,
+alternating (two rounds each), every upload a new byte string (a few random bytes after the
+JPEG's end), so capture writes every photo as a field roll-out would.
 """
 
 from __future__ import annotations
@@ -64,7 +69,9 @@ def stop(proc: subprocess.Popen) -> None:
         proc.kill()
 
 
-def load(url: str, photos: list[bytes], clients: int, seconds: float) -> dict[str, float]:
+def load(
+    url: str, photos: list[bytes], clients: int, seconds: float, unique: bool = False
+) -> dict[str, float]:
     """``clients`` closed-loop clients (aiohttp, one event loop, so the load generator takes
     little of the 2 cores it shares with the server), each posting the next photo as soon as
     its last answer came back; a non-200 answer or a failed request counts as an error."""
@@ -87,9 +94,10 @@ def load(url: str, photos: list[bytes], clients: int, seconds: float) -> dict[st
             nonlocal errors
             i = offset
             while time.perf_counter() < deadline:
+                photo = photos[i % len(photos)] + (os.urandom(8) if unique else b"")
                 t = time.perf_counter()
                 try:
-                    ok = await post(session, photos[i % len(photos)])
+                    ok = await post(session, photo)
                 except aiohttp.ClientError:
                     ok = False
                 latencies.append((time.perf_counter() - t) * 1000)
@@ -160,13 +168,14 @@ def serve(
     photos: list[bytes],
     clients: list[int],
     seconds: float,
+    unique: bool = False,
     **env: str,
 ) -> dict:
     proc, ready_s = start(cmd, repo, ready, **env)
     try:
         return {
             "start_to_ready_s": round(ready_s, 1),
-            "runs": [load(predict, photos, c, seconds) for c in clients],
+            "runs": [load(predict, photos, c, seconds, unique) for c in clients],
         }
     finally:
         stop(proc)
@@ -180,6 +189,7 @@ def main() -> int:
     ap.add_argument("--clients", default="1,16")
     ap.add_argument("--formats", default="float32,int8")
     ap.add_argument("--no-baseline", action="store_true", help="skip the Flask + Keras app")
+    ap.add_argument("--capture-only", action="store_true", help="only serve.capture's cost")
     ap.add_argument("--out", default="benchmarks/results/serving.json")
     args = ap.parse_args()
     repo = Path(args.repo).resolve()
@@ -202,6 +212,9 @@ def main() -> int:
         "photos": len(photos),
         "photo_sizes": sorted({Image.open(p).size for p in paths}),
     }
+    if args.capture_only:
+        result["capture"] = capture_cost(repo, photos, args.seconds)
+        return write(result, here, args.out)
     for kind in args.formats.split(","):
         port = free_port()
         result[f"bentoml_{kind}"] = serve(
@@ -231,7 +244,49 @@ def main() -> int:
     os.chdir(repo)
     for kind in args.formats.split(","):
         result[f"floor_{kind}"] = floor(repo, photos, kind)
-    out = Path(args.out) if Path(args.out).is_absolute() else here.parent / args.out
+    return write(result, here, args.out)
+
+
+def capture_cost(repo: Path, photos: list[bytes], seconds: float) -> dict:
+    """Images/s with 16 clients, serve.capture none and all, alternating two rounds each."""
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="wastesort-capture-"))
+    rates: dict[str, list[float]] = {"none": [], "all": []}
+    kept = 0
+    try:
+        for mode in ("none", "all", "none", "all"):
+            port = free_port()
+            run = serve(
+                ["bentoml", "serve", "--host", "127.0.0.1", "--port", str(port)],
+                repo,
+                f"http://127.0.0.1:{port}/readyz",
+                f"http://127.0.0.1:{port}/predict",
+                photos,
+                [16],
+                seconds,
+                unique=True,
+                WASTESORT_SERVE_MODEL="float32",
+                WASTESORT_SERVE_CAPTURE=mode,
+                WASTESORT_CAPTURE_DIR=str(folder),
+            )["runs"][0]
+            assert run["errors"] == 0, run
+            rates[mode].append(run["images_per_s"])
+        kept = sum(1 for p in folder.rglob("*") if p.is_file() and p.name != "capture.jsonl")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    none, keep = statistics.mean(rates["none"]), statistics.mean(rates["all"])
+    return {
+        "clients": 16,
+        "images_per_s": rates,
+        "photos_kept": kept,
+        "cost": round(1 - keep / none, 4),
+    }
+
+
+def write(result: dict, here: Path, out_arg: str) -> int:
+    out = Path(out_arg) if Path(out_arg).is_absolute() else here.parent / out_arg
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, default=list) + "\n")
     print(json.dumps(result, indent=2, default=list))

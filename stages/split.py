@@ -1,7 +1,7 @@
 """DVC stage `split`: seeded stratified train/val/test manifests (no image copies)."""
 
 from wastesort import artifacts, config, paths, stage
-from wastesort.data.splitting import grouped_images, split_counts, split_manifest
+from wastesort.data.splitting import extra_counts, grouped_images, split_counts, split_manifest
 
 OUT_DIR = paths.SPLIT
 
@@ -17,10 +17,16 @@ def main() -> None:
     counts = split_counts(splits)
     artifacts.write_json(paths.metrics("split.json"), counts)
     groups, files = grouped_images(splits)
+    extras = extra_counts(splits)
     print(
         "split: "
         + ", ".join(f"{k} {v['total']}" for k, v in counts.items())
         + f"; {groups} near-duplicate groups ({files} images) each kept in one split"
+        + (
+            "; from data.extra_paths: " + ", ".join(f"{k} {v}" for k, v in extras.items())
+            if any(extras.values())
+            else ""
+        )
     )
 
 

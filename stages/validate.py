@@ -1,4 +1,7 @@
-"""DVC stage `validate`: judge every file under data.path with a Great Expectations suite."""
+"""DVC stage `validate`: judge every file under data.path and data.extra_paths with a Great
+Expectations suite."""
+
+from pathlib import Path
 
 from wastesort import artifacts, config, paths, stage
 from wastesort.data.report import plot_near_duplicates
@@ -13,7 +16,8 @@ def main() -> None:
     params = config.load_params()
     cfg = config.section(params, "validate")
     root = config.data_root(params)
-    outcome = validate(root, config.configured_classes(params), cfg, REPORT_DIR)
+    extras = [Path(str(p)).expanduser() for p in config.section(params, "data")["extra_paths"]]
+    outcome = validate(root, config.configured_classes(params), cfg, REPORT_DIR, extras)
     artifacts.write_csv(OUT_DIR / "manifest.csv", outcome.manifest)
     artifacts.write_csv(OUT_DIR / "rejected.csv", outcome.rejected)
     artifacts.write_csv(OUT_DIR / "near_duplicates.csv", outcome.pairs)
@@ -29,6 +33,8 @@ def main() -> None:
         f"{s['near_duplicate_label_conflicts']} cross-class near-duplicate pairs, "
         f"{s['ignored']} ignored; report: {REPORT_DIR / 'report.md'}"
     )
+    for source, n in s.get("sources", {}).items():
+        print(f"validate: {source}: {n['accepted']} accepted, {n['rejected']} rejected")
     if not outcome.can_train:
         raise stage.StageFailed("data cannot train: " + "; ".join(outcome.problems))
 

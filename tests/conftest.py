@@ -20,6 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 PIPELINE_FILES = [
     "dvc.yaml",
+    "extras",
     "params.yaml",
     "stages",
     "wastesort",
@@ -211,3 +212,29 @@ def serving(repo: Path, env: dict[str, str] | None = None):
         yield url
     finally:
         stop(proc)
+
+
+@contextlib.contextmanager
+def read_only(folder: Path):
+    """``folder`` made unwritable for this process, root included (``chattr +i`` where plain
+    permissions do not stop root). Yields False when the file system allows neither."""
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o500)
+    immutable = False
+    if os.geteuid() == 0 and shutil.which("chattr"):
+        immutable = (
+            subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0
+        )
+    probe = folder / ".probe"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+        works = False
+    except OSError:
+        works = True
+    try:
+        yield works
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", str(folder)], check=True)
+        folder.chmod(0o700)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,22 @@ def cross_class(pairs: pd.DataFrame) -> pd.DataFrame:
     return pairs[pairs["label_a"] != pairs["label_b"]]
 
 
+def per_source(scan: FolderScan, facts: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """Files, accepted and rejected per source (``main``, then each extra folder), with a
+    fingerprint of the source's files (sha256 over its sorted "path sha256" lines)."""
+    out = {}
+    for source in scan.sources:
+        rows = facts[facts["source"] == source].sort_values("path")
+        listing = "".join(f"{r.path} {r.sha256}\n" for r in rows.itertuples())
+        out[source] = {
+            "files": int(len(rows)),
+            "accepted": int((rows["reason"] == "").sum()),
+            "rejected": int((rows["reason"] != "").sum()),
+            "fingerprint": hashlib.sha256(listing.encode()).hexdigest(),
+        }
+    return out
+
+
 def summarise(
     scan: FolderScan,
     facts: pd.DataFrame,
@@ -40,6 +57,9 @@ def summarise(
     nonzero = [n for n in counts.values() if n]
     conflict_groups = facts[facts["label_conflict"]]["sha256"].nunique()
     groups = near_duplicate_groups(accepted)
+    # only with extra folders: a data set without them keeps its summary, and `train` (which
+    # depends on it) stays up to date
+    sources = {"sources": per_source(scan, facts)} if scan.extras else {}
     return {
         "files": int(len(facts)),
         "accepted": int(len(accepted)),
@@ -61,6 +81,7 @@ def summarise(
         "classes": counts,
         "imbalance_ratio": round(max(nonzero) / min(nonzero), 3) if nonzero else 0.0,
         "can_train": not problems,
+        **sources,
     }
 
 
@@ -72,9 +93,14 @@ def render_report(
     problems: list[str],
 ) -> str:
     lines = [f"# Validation report: {scan.root}", ""]
-    lines += [f"- {k}: {v}" for k, v in summary.items() if k != "classes"]
+    lines += [f"- {k}: {v}" for k, v in summary.items() if k not in ("classes", "sources")]
     lines += ["", "## Images per class (accepted)", ""]
     lines += [f"- {label}: {n}" for label, n in summary["classes"].items()]
+    lines += ["", "## Images per source (main: data.path; then data.extra_paths)", ""]
+    lines += [
+        f"- {source}: {n['files']} files, {n['accepted']} accepted, {n['rejected']} rejected"
+        for source, n in per_source(scan, facts).items()
+    ]
     if problems:
         lines += ["", "## Problems: this data cannot train", ""] + [f"- {p}" for p in problems]
     lines += ["", "## Cross-class duplicate groups (label conflicts, all copies excluded)", ""]

@@ -2,7 +2,13 @@
 
 Python only measures (bytes, format, size, does it decode, perceptual hash, near-duplicates);
 the verdicts come from the GE suite, so the GE validation result and Data Docs are the report of
-record. The input folder is only ever read.
+record. The input folders are only ever read.
+
+``data.extra_paths`` adds folder-per-class sets (``data/field``) to ``data.path``: the same
+classes, checks and near-duplicate grouping. Their manifest paths are relative to ``data.path``
+like every other (``../field/glass/ab12.jpg``), so the later stages open ``data_root / path``
+for all of them; the ``source`` column says where each photo came from (``main`` or the extra
+folder as configured).
 """
 
 from __future__ import annotations
@@ -10,8 +16,10 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import os
 import tempfile
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +29,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from wastesort import images
-from wastesort.config import UserError, is_hidden, typed
+from wastesort.config import ConfigError, UserError, is_hidden, typed
 from wastesort.data import near_duplicates
 from wastesort.data.expectations import (
     class_expectations,
@@ -35,7 +43,19 @@ from wastesort.data.report import render_report, summarise
 
 log = logging.getLogger(__name__)
 
-MANIFEST_COLUMNS = ["path", "label", "sha256", "phash", "group", "width", "height", "mode", "notes"]
+MANIFEST_COLUMNS = [
+    "path",
+    "label",
+    "sha256",
+    "phash",
+    "group",
+    "width",
+    "height",
+    "mode",
+    "notes",
+    "source",
+]
+MAIN = "main"  # the source of data.path's files; an extra folder's is its path as configured
 
 
 class DataCannotTrain(UserError, RuntimeError):
@@ -48,10 +68,15 @@ class FolderScan:
 
     root: Path
     classes: list[str]
-    files: list[tuple[str, str]] = field(default_factory=list)  # (relative path, label)
+    files: list[tuple[str, str, str]] = field(default_factory=list)  # (path, label, source)
     ignored: list[str] = field(default_factory=list)  # notes on what is not class data
     hidden_skipped: int = 0
     missing_classes: list[str] = field(default_factory=list)
+    extras: list[str] = field(default_factory=list)  # the extra folders' sources, in order
+
+    @property
+    def sources(self) -> list[str]:
+        return [MAIN, *self.extras]
 
 
 def scan_folder(root: Path, configured: list[str]) -> FolderScan:
@@ -80,20 +105,76 @@ def scan_folder(root: Path, configured: list[str]) -> FolderScan:
     else:
         scan.classes = sorted(folders)
     for label in scan.classes:
-        if label not in folders:
-            continue
-        for path in sorted(folders[label].rglob("*")):
-            rel = path.relative_to(root)
-            if any(is_hidden(part) for part in rel.parts):
-                scan.hidden_skipped += int(path.is_file())
-            elif path.is_file():
-                scan.files.append((rel.as_posix(), label))
+        if label in folders:
+            add_class_files(scan, folders[label], label, root, ".", MAIN)
     if not configured:
-        used = {label for _, label in scan.files}
+        used = {label for _, label, _ in scan.files}
         for label in [c for c in scan.classes if c not in used]:
             scan.ignored.append(f"{label}/: empty folder, not taken as a class")
         scan.classes = [c for c in scan.classes if c in used]
     return scan
+
+
+def add_class_files(
+    scan: FolderScan, folder: Path, label: str, base: Path, prefix: str, source: str
+) -> None:
+    """The files under one class folder, as ``prefix``/(path under ``base``); hidden ones
+    (any part of that path) are counted and skipped."""
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(base)
+        if any(is_hidden(part) for part in rel.parts):
+            scan.hidden_skipped += int(path.is_file())
+        elif path.is_file():
+            scan.files.append(((Path(prefix) / rel).as_posix(), label, source))
+
+
+def path_from(root: Path, folder: Path) -> str:
+    """``folder`` as a path relative to ``root`` (``../field``), on the real paths, so that
+    ``root / path`` opens it even when ``root`` is a symbolic link; absolute where there is no
+    relative path (another drive)."""
+    try:
+        return Path(os.path.relpath(folder.resolve(), root.resolve())).as_posix()
+    except ValueError:
+        return folder.resolve().as_posix()
+
+
+def scan_extras(scan: FolderScan, extras: Sequence[Path]) -> None:
+    """Add each ``data.extra_paths`` folder's class files to ``scan``. A missing or overlapping
+    folder is a ``ConfigError`` and a class folder that is not one of ``scan.classes`` a
+    ``DataCannotTrain``, each naming the folder; root-level files are ignored with a note."""
+    taken = {scan.root.resolve(): f"data.path ({scan.root.as_posix()})"}
+    for extra in extras:
+        source = extra.as_posix()
+        if not extra.is_dir():
+            what = "not a folder" if extra.exists() else "folder not found"
+            raise ConfigError(f"params.yaml: data.extra_paths: {what}: {source}")
+        real = extra.resolve()
+        for other, name in taken.items():
+            if real == other or other in real.parents or real in other.parents:
+                raise ConfigError(
+                    f"params.yaml: data.extra_paths: {source} overlaps {name}; "
+                    "each folder may be listed once, and none inside another"
+                )
+        taken[real] = f"data.extra_paths entry {source}"
+        scan.extras.append(source)
+        prefix = path_from(scan.root, extra)
+        for entry in sorted(extra.iterdir()):
+            if is_hidden(entry.name):
+                scan.hidden_skipped += 1
+            elif not entry.is_dir():
+                scan.ignored.append(
+                    f"{source}/{entry.name}: file at the root of an extra folder "
+                    "(data.extra_paths), not in a class folder"
+                )
+            elif entry.name not in scan.classes:
+                raise DataCannotTrain(
+                    f"data.extra_paths: {source}/{entry.name}/ is not a class folder "
+                    f"(the classes: {', '.join(scan.classes) or 'none'}); rename or move it"
+                )
+            else:
+                add_class_files(scan, entry, entry.name, extra, prefix, source)
+                if entry.name in scan.missing_classes:
+                    scan.missing_classes.remove(entry.name)
 
 
 def probe_file(data: bytes, max_pixels: int) -> dict[str, Any]:
@@ -146,16 +227,18 @@ def probe_file(data: bytes, max_pixels: int) -> dict[str, Any]:
 
 def build_facts(scan: FolderScan, max_pixels: int) -> pd.DataFrame:
     rows = []
-    for rel, label in tqdm(
+    for rel, label, source in tqdm(
         scan.files, desc="validate: reading images", unit="img", mininterval=1.0
     ):
         data = (scan.root / rel).read_bytes()
-        row = {"path": rel, "label": label, "sha256": hashlib.sha256(data).hexdigest()}
+        row = {"path": rel, "label": label, "source": source}
+        row["sha256"] = hashlib.sha256(data).hexdigest()
         row.update(probe_file(data, max_pixels))
         rows.append(row)
     columns = [
         "path",
         "label",
+        "source",
         "sha256",
         "bytes",
         "format",
@@ -177,25 +260,28 @@ def build_facts(scan: FolderScan, max_pixels: int) -> pd.DataFrame:
 
 
 def mark_duplicates(facts: pd.DataFrame) -> pd.DataFrame:
-    """Byte-identical files: across classes all copies conflict; within a class keep the first."""
+    """Byte-identical files: across classes all copies conflict; within a class keep the first
+    (data.path's copy before an extra folder's, then by path)."""
     facts = facts.copy()
     facts["label_conflict"] = False
     facts["conflict_classes"] = ""
     facts["duplicate_of"] = ""
+    rank = {source: n for n, source in enumerate(pd.unique(facts["source"]))}
+    facts["_order"] = facts["source"].map(rank)
     nonempty = facts[facts["bytes"] > 0]
     for _, group in nonempty.groupby("sha256", sort=True):
         if len(group) < 2:
             continue
-        labels = sorted(group["label"].unique())
-        if len(labels) > 1:
+        ordered = group.sort_values(["_order", "path"])
+        if group["label"].nunique() > 1:
             facts.loc[group.index, "label_conflict"] = True
             facts.loc[group.index, "conflict_classes"] = ", ".join(
-                f"{r.label}/{Path(r.path).name}" for r in group.sort_values("path").itertuples()
+                f"{r.label}/{Path(r.path).name}" if r.source == MAIN else r.path
+                for r in ordered.itertuples()
             )
         else:
-            ordered = group.sort_values("path")
             facts.loc[ordered.index[1:], "duplicate_of"] = ordered["path"].iloc[0]
-    return facts
+    return facts.drop(columns="_order")
 
 
 def mark_near_duplicates(
@@ -229,13 +315,19 @@ class ValidationOutcome:
 
 
 def validate(
-    root: Path, classes: list[str], cfg: dict[str, Any], docs_dir: Path
+    root: Path,
+    classes: list[str],
+    cfg: dict[str, Any],
+    docs_dir: Path,
+    extras: Sequence[Path] = (),
 ) -> ValidationOutcome:
-    """Validate the folder; Data Docs and GE's result JSON are written under ``docs_dir``."""
+    """Validate the folder and the ``extras`` (``data.extra_paths``) as one data set; Data Docs
+    and GE's result JSON are written under ``docs_dir``."""
     typed("validate", cfg)
     max_pixels, min_side = int(cfg["max_pixels"]), int(cfg["min_side"])
     min_images = int(cfg["min_images_per_class"])
     scan = scan_folder(root, classes)
+    scan_extras(scan, extras)
     facts, pairs = mark_near_duplicates(
         build_facts(scan, max_pixels), int(cfg["near_duplicate_distance"])
     )

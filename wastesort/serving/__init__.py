@@ -7,14 +7,14 @@ under LiteRT.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
 import numpy as np
 
 from wastesort import images, preprocess
-from wastesort.config import ConfigError, load_params, section
+from wastesort.config import ConfigError, load_params, section, typed
 
 #: What an upload problem answers over HTTP.
 STATUS_FOR = {
@@ -43,6 +43,7 @@ class ServeConfig:
     default_stream: str
     min_confidence: float = 0.0
     uncertain_stream: str = "manual_check"
+    serve: dict[str, Any] = field(default_factory=dict)  # the whole section (capture, review)
 
     @classmethod
     def load(cls, params_file: str | os.PathLike = "params.yaml") -> ServeConfig:
@@ -54,6 +55,10 @@ class ServeConfig:
             raise ConfigError(
                 f"params.yaml: serve.model must be one of {', '.join(MODEL_KINDS)}, got {kind!r}"
             )
+        # WASTESORT_SERVE_CAPTURE and WASTESORT_CAPTURE_DIR: the same for serve.capture(_dir)
+        overrides = {"capture": "WASTESORT_SERVE_CAPTURE", "capture_dir": "WASTESORT_CAPTURE_DIR"}
+        serve = {**serve, **{k: os.environ[v] for k, v in overrides.items() if os.environ.get(v)}}
+        typed("serve", serve)
         return cls(
             model_name=str(register["model_name"]),
             alias=str(register["alias"]),
@@ -67,7 +72,13 @@ class ServeConfig:
             default_stream=str(serve["default_stream"]),
             min_confidence=float(serve["min_confidence"]),
             uncertain_stream=str(serve["uncertain_stream"]),
+            serve=dict(serve),
         )
+
+    @property
+    def review_token(self) -> str:
+        """`/review` is open with this token only; empty: the page is off."""
+        return os.environ.get("WASTESORT_REVIEW_TOKEN") or str(self.serve["review_token"])
 
     def stream_for(self, label: str) -> str:
         return self.streams.get(label, self.default_stream)

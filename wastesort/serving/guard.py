@@ -19,10 +19,17 @@ class UploadGuard:
     renamed to it in the part's header before the request goes on.
     """
 
-    def __init__(self, app, fields: dict[str, tuple[str, ...]], max_body_bytes: dict[str, int]):
+    def __init__(
+        self,
+        app,
+        fields: dict[str, tuple[str, ...]],
+        max_body_bytes: dict[str, int],
+        on_reject=None,
+    ):
         self.app = app
         self.fields = fields  # route -> accepted form field names, the first one named in errors
         self.max_body_bytes = max_body_bytes  # route -> largest request accepted
+        self.on_reject = on_reject  # called with the error code of each rejected request
 
     async def __call__(self, scope, receive, send):
         path = scope.get("path", "")
@@ -143,8 +150,9 @@ class UploadGuard:
             await form.close()
         return None, field
 
-    @staticmethod
-    async def reject(send, status: HTTPStatus, code: str, message: str) -> None:
+    async def reject(self, send, status: HTTPStatus, code: str, message: str) -> None:
+        if self.on_reject is not None:
+            self.on_reject(code)
         body = json.dumps({"error": message, "code": code}).encode()
         await send(
             {

@@ -1,0 +1,294 @@
+"""The `/review` routes on the web app alone (Starlette's TestClient, no model): off without a
+token, 401 without the right one, the listing, decisions that move files, no path traversal."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import warnings
+from pathlib import Path
+
+import pytest
+import yaml
+
+with warnings.catch_warnings():  # Starlette 1.x would rather have `httpx2`; httpx works
+    warnings.filterwarnings("ignore", "Using `httpx` with `starlette.testclient`")
+    from starlette.testclient import TestClient
+
+from tests import imagegen as g
+from wastesort import webui
+from wastesort.field.capture import Capture
+from wastesort.webui import review
+
+CLASSES = ["cardboard", "glass", "metal"]
+TOKEN = "s3cret-token"
+ROUTES = [
+    ("GET", "/review"),
+    ("GET", "/review/items"),
+    ("GET", "/review/photo/uncertain/x.jpg"),
+    ("POST", "/review/decide"),
+]
+
+
+def answer(label: str, confidence: float, uncertain: bool) -> dict:
+    rest = (1 - confidence) / 2
+    return {
+        "label": label,
+        "confidence": confidence,
+        "uncertain": uncertain,
+        "stream": "manual_check" if uncertain else label,
+        "probabilities": {c: confidence if c == label else rest for c in CLASSES},
+        "model": {"name": "wastesort", "version": "3", "alias": "champion", "format": "float32"},
+    }
+
+
+@pytest.fixture
+def site(tmp_path, monkeypatch):
+    """A repo-like folder (params.yaml, a capture folder of 3 photos) as the working directory;
+    ``site(token)`` writes params.yaml and gives a client of the web app."""
+    folder = tmp_path / "inbox"
+    cap = Capture.from_params(
+        {"capture": "all", "capture_dir": str(folder), "capture_max_files": 100}
+        | {"capture_max_mb": 10}
+    )
+    photos = [g.jpeg(seed=s) for s in range(3)]
+    cap.keep(photos[0], answer("glass", 0.95, False))
+    cap.keep(photos[1], answer("metal", 0.55, True))
+    cap.keep(photos[2], answer("cardboard", 0.65, True))
+    (tmp_path / "secret.txt").write_text("not for the page")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("WASTESORT_REVIEW_TOKEN", raising=False)
+    monkeypatch.delenv("WASTESORT_SERVE_MODEL", raising=False)
+
+    def make(token: str = TOKEN) -> TestClient:
+        serve = {"capture": "all", "capture_dir": str(folder), "review_token": token}
+        params = {"data": {"classes": CLASSES}, "serve": serve}
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+        review.settings.cache_clear()
+        return TestClient(webui.app)
+
+    make.folder, make.photos, make.root = folder, photos, tmp_path
+    yield make
+    review.settings.cache_clear()
+
+
+def bearer(token: str = TOKEN) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_off_without_a_token_says_how_to_turn_it_on(site):
+    client = site("")
+    page = client.get("/review")
+    assert page.status_code == 404 and "serve.review_token" in page.text
+    assert "WASTESORT_REVIEW_TOKEN" in page.text
+    for method, route in ROUTES[1:]:
+        resp = client.request(method, route, headers=bearer(""))
+        assert resp.status_code == 404, route
+        assert resp.json()["code"] == "review_off" and "serve.review_token" in resp.json()["error"]
+
+
+def test_the_environment_token_turns_it_on(site, monkeypatch):
+    monkeypatch.setenv("WASTESORT_REVIEW_TOKEN", "from-env")
+    client = site("")
+    assert client.get("/review/items", headers=bearer("from-env")).status_code == 200
+    assert client.get("/review/items", headers=bearer(TOKEN)).status_code == 401
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        {},
+        {"headers": {"Authorization": "Bearer wrong"}},
+        {"headers": {"Authorization": TOKEN}},  # no scheme
+        {"headers": {"Authorization": f"Basic {TOKEN}"}},
+        {"params": {"token": "wrong"}},
+        {"params": {"token": TOKEN[:-1]}},
+        {"params": {"token": TOKEN + "ü"}},  # not ASCII: still a plain 401
+    ],
+)
+def test_every_route_wants_the_token(site, how):
+    client = site()
+    for method, route in ROUTES:
+        resp = client.request(method, route, json={"file": "x.jpg", "decision": "reject"}, **how)
+        assert resp.status_code == 401, (route, resp.text)
+        assert resp.json()["code"] == "unauthorized" and "token" in resp.json()["error"]
+        assert resp.headers["www-authenticate"].startswith("Bearer")
+    assert len(list(site.folder.rglob("*.jpg"))) == 3  # nothing decided
+
+
+def test_the_page_opens_with_the_token_in_the_query_or_the_header(site):
+    client = site()
+    for resp in (
+        client.get("/review", params={"token": TOKEN}),
+        client.get("/review", headers=bearer()),
+    ):
+        assert resp.status_code == 200 and "wastesort review" in resp.text
+        assert resp.headers["content-type"].startswith("text/html")
+        assert resp.headers["cache-control"] == "no-store"
+        assert resp.headers["referrer-policy"] == "no-referrer"
+    assert client.get("/").status_code == 200  # the upload page is unchanged
+
+
+def test_items_list_what_waits_and_the_classes(site):
+    client = site()
+    body = client.get("/review/items", headers=bearer()).json()
+    assert body["classes"] == CLASSES and body["count"] == 3
+    items = body["items"]
+    assert [(i["suggested"], i["uncertain"], i["kind"]) for i in items] == [
+        ("metal", True, "uncertain"),
+        ("cardboard", True, "uncertain"),
+        ("glass", False, "confident"),
+    ]
+    first = items[0]
+    assert first["file"] == hashlib.sha256(site.photos[1]).hexdigest() + ".jpg"
+    assert first["confidence"] == pytest.approx(0.55) and first["time"].endswith("Z")
+    assert first["photo"] == f"/review/photo/uncertain/{first['file']}"
+    photo = client.get(first["photo"], params={"token": TOKEN})
+    assert photo.status_code == 200 and photo.content == site.photos[1]
+    assert photo.headers["content-type"] == "image/jpeg"
+    assert photo.headers["x-content-type-options"] == "nosniff"
+    assert client.get(first["photo"], headers=bearer()).content == site.photos[1]
+    gone = client.get(f"/review/photo/confident/{first['file']}", headers=bearer())
+    assert gone.status_code == 404 and gone.json()["code"] == "not_found"
+
+
+def test_decisions_move_the_files_and_are_recorded(site):
+    client = site()
+    metal, cardboard, glass = client.get("/review/items", headers=bearer()).json()["items"]
+    resp = client.post(
+        "/review/decide", headers=bearer(), json={"file": metal["file"], "decision": "accept"}
+    )
+    assert resp.status_code == 200, resp.text
+    assert resp.json() == {
+        "file": metal["file"],
+        "decision": "accept",
+        "class": "metal",
+        "moved_to": f"data/field/metal/{metal['file']}",
+        "waiting": 2,
+    }
+    assert (site.root / "data/field/metal" / metal["file"]).read_bytes() == site.photos[1]
+    assert not (site.folder / "uncertain" / metal["file"]).exists()
+    resp = client.post(
+        "/review/decide",
+        headers=bearer(),
+        json={"file": cardboard["file"], "decision": "label", "class": "glass", "who": " ana\n"},
+    )
+    assert resp.status_code == 200 and resp.json()["class"] == "glass"
+    assert (site.root / "data/field/glass" / cardboard["file"]).is_file()
+    resp = client.post(
+        "/review/decide",
+        params={"token": TOKEN},
+        json={"file": glass["file"], "decision": "reject"},
+    )
+    assert resp.status_code == 200 and resp.json()["moved_to"] == "" and resp.json()["waiting"] == 0
+    assert (
+        not list(site.folder.rglob("*.jpg"))
+        and not (site.root / "data/field/glass" / glass["file"]).exists()
+    )
+    with (site.root / "data/field/labels.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["decision"], r["class"], r["answer"], r["who"], r["source"]) for r in rows] == [
+        ("label", "metal", "metal", "review page", "review page"),
+        ("label", "glass", "cardboard", "ana", "review page"),
+        ("reject", "", "glass", "review page", "review page"),
+    ]
+    again = client.post(
+        "/review/decide", headers=bearer(), json={"file": metal["file"], "decision": "accept"}
+    )
+    assert again.status_code == 404 and again.json()["code"] == "not_waiting"
+    assert client.get("/review/items", headers=bearer()).json() == {
+        "items": [],
+        "classes": CLASSES,
+        "count": 0,
+    }
+
+
+@pytest.mark.parametrize(
+    "body, status, field",
+    [
+        ({"decision": "accept"}, 400, "file"),
+        ({"file": 3, "decision": "accept"}, 400, "file"),
+        ({"file": "FIRST", "decision": "keep"}, 400, "decision"),
+        ({"file": "FIRST"}, 400, "decision"),
+        ({"file": "FIRST", "decision": "label"}, 400, "class"),
+        ({"file": "FIRST", "decision": "label", "class": "plastic"}, 400, "class"),
+        ({"file": "FIRST", "decision": "accept", "who": ["x"]}, 400, "who"),
+        ({"file": "nope.jpg", "decision": "accept"}, 404, "file"),
+        (["FIRST"], 400, "body"),
+        ("not json", 400, "body"),
+    ],
+)
+def test_bad_decisions_name_the_field(site, body, status, field):
+    client = site()
+    first = client.get("/review/items", headers=bearer()).json()["items"][0]["file"]
+    if body == "not json":
+        resp = client.post("/review/decide", headers=bearer(), content=b"{nope")
+    else:
+        body = (
+            {k: first if v == "FIRST" else v for k, v in body.items()}
+            if isinstance(body, dict)
+            else [first]
+        )
+        resp = client.post("/review/decide", headers=bearer(), json=body)
+    assert resp.status_code == status, resp.text
+    assert resp.json()["error"].startswith(f"{field}: ")
+    assert len(list(site.folder.rglob("*.jpg"))) == 3 and not (site.root / "data").exists()
+
+
+def test_a_huge_body_is_refused(site):
+    client = site()
+    resp = client.post("/review/decide", headers=bearer(), content=b"{" + b" " * 100_000 + b"}")
+    assert resp.status_code == 413 and resp.json()["code"] == "too_large"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/review/photo/uncertain/%2E%2E",
+        "/review/photo/uncertain/..%2F..%2Fsecret.txt",
+        "/review/photo/uncertain/..%5C..%5Csecret.txt",
+        "/review/photo/%2E%2E/secret.txt",
+        "/review/photo/inbox/secret.txt",
+        "/review/photo/uncertain/.hidden",
+        "/review/photo/uncertain/%2Fetc%2Fpasswd",
+        "/review/photo/..%2F..%2Fsecret.txt/x",
+    ],
+)
+def test_no_path_traversal(site, path):
+    client = site()
+    resp = client.get(path, headers=bearer())
+    assert resp.status_code in (400, 404), (path, resp.status_code)
+    assert "not for the page" not in resp.text and "root:" not in resp.text
+
+
+def test_decide_takes_file_names_only(site):
+    client = site()
+    first = client.get("/review/items", headers=bearer()).json()["items"][0]
+    for ref in (
+        f"uncertain/{first['file']}",
+        str(site.folder / first["kind"] / first["file"]),
+        "../secret.txt",
+    ):
+        resp = client.post(
+            "/review/decide", headers=bearer(), json={"file": ref, "decision": "reject"}
+        )
+        assert resp.status_code == 400 and resp.json()["code"] == "bad_file", ref
+    assert (site.root / "secret.txt").is_file() and len(list(site.folder.rglob("*.jpg"))) == 3
+
+
+def test_classes_fall_back_to_the_models_when_the_data_folder_is_absent(site, tmp_path):
+    client = site()
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    params["data"] = {"classes": [], "path": str(tmp_path / "absent")}  # a built bento
+    Path("params.yaml").write_text(yaml.safe_dump(params))
+    review.settings.cache_clear()
+    assert client.get("/review/items", headers=bearer()).json()["classes"] == CLASSES
+
+
+def test_a_long_inbox_is_listed_a_page_at_a_time(site):
+    client = site()
+    body = client.get("/review/items", headers=bearer(), params={"limit": 2}).json()
+    assert body["count"] == 3 and [i["suggested"] for i in body["items"]] == ["metal", "cardboard"]
+    for bad in ("0", "1001", "-1", "two"):
+        resp = client.get("/review/items", headers=bearer(), params={"limit": bad})
+        assert resp.status_code == 400 and resp.json()["error"].startswith("limit: ")
