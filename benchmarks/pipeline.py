@@ -87,7 +87,7 @@ def main() -> int:
     env["PYTHONPATH"] = os.pathsep.join([str(work), *filter(None, [env.get("PYTHONPATH")])])
     params_file = work / "params.yaml"
     params = yaml.safe_load(params_file.read_text())
-    params["data"] = {"path": str(data), "classes": yaml.safe_load(args.classes)}
+    params["data"].update(path=str(data), classes=yaml.safe_load(args.classes))
     for item in args.set:
         key, _, value = item.partition("=")
         section, _, name = key.partition(".")

@@ -112,7 +112,7 @@ def run_size(data: Path, size: int, work: Path, env: dict[str, str]) -> dict:
     clone = work / f"repo_{size}"
     subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
     params = yaml.safe_load((clone / "params.yaml").read_text())
-    params["data"] = {"path": str(photos), "classes": []}
+    params["data"].update(path=str(photos), classes=[])
     params["finetune"].update(epochs=1, warmup_epochs=1)
     (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     stage_env = {**env, "PYTHONPATH": str(clone)}

@@ -68,7 +68,7 @@ def tiny_params(data_path: str) -> dict:
     """Repo params shrunk for a quick run: small images, few epochs. The ImageNet weights come
     from the Keras cache that `make setup` seeds, so the model's outputs are not degenerate."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["data"] = {"path": data_path, "classes": []}
+    params["data"].update(path=data_path, classes=[])
     params["validate"]["min_images_per_class"] = 5
     params["split"].update(val_fraction=0.25, test_fraction=0.25)
     params["augment"].update(variants_per_image=2, preview_images=2)

@@ -60,6 +60,17 @@ class Data(Section):
     classes: list[str] = []
     extra_paths: list[str] = []
 
+    @field_validator("extra_paths")
+    @classmethod
+    def _relative(cls, value):
+        for path in value:
+            if os.path.isabs(path) or path.startswith(("~", "..")):
+                raise ValueError(
+                    f"must be folders inside the repo, relative to its root ({path!r} is not: "
+                    "DVC tracks them, extras/dvc.yaml)"
+                )
+        return value
+
 
 class Validate(Section):
     min_side: Positive = 32

@@ -63,6 +63,8 @@ def test_the_repos_params_load():
             "finetune.lr_schedule must be 'constant' or 'cosine' (got 'cosin')",
         ),
         ("finetune", "layers", "most", "finetune.layers must be 'all' or a whole number >= 0"),
+        ("data", "extra_paths", ["/srv/field"], "data.extra_paths must be folders inside the repo"),
+        ("serve", "capture", "some", "serve.capture must be 'none', 'uncertain' or 'all'"),
         ("train", "epochs", 2.5, "train.epochs must be a valid integer"),
         (
             "backbone",

@@ -31,7 +31,7 @@ def stage_repo(root: Path, per_class: int, variants: int = 4) -> Path:
     """A work folder at the `features` stage: params, split manifests and the augment plan."""
     photos = g.make_class_folders(root / "raw", {c: per_class for c in ("a", "b", "c")})
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["data"] = {"path": str(photos), "classes": []}
+    params["data"].update(path=str(photos), classes=[])
     params["backbone"].update(weights="none", image_size=224, batch_size=16)
     params["augment"]["variants_per_image"] = variants
     work = root / "work"

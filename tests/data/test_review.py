@@ -140,7 +140,7 @@ def test_stage_writes_report_and_changes_nothing(tmp_path, monkeypatch, capsys):
     repo = Path(__file__).resolve().parents[2]
     root = photo_folders(tmp_path / "raw", {c: 6 for c in CLASSES})
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["data"] = {"path": str(root), "classes": []}
+    params["data"].update(path=str(root), classes=[])
     params["backbone"].update(weights="none", image_size=32, batch_size=8)
     params["review"] = {"folds": 3, "seed": 0, "c": 0.01, "top": 4}
     work = tmp_path / "work"

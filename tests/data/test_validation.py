@@ -232,7 +232,7 @@ def test_missing_and_empty_data_folder(tmp_path):
 def test_stage_exits_nonzero_with_message(messy, tmp_path, monkeypatch, capsys):
     repo = Path(__file__).resolve().parents[2]
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["data"] = {"path": str(messy), "classes": ["glass", "metal", "plastic_cup"]}
+    params["data"].update(path=str(messy), classes=["glass", "metal", "plastic_cup"])
     params["validate"] = CFG
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(tmp_path)
@@ -326,7 +326,7 @@ def test_pairs_match_imagehash_distances_across_blocks():
 def run_validate_stage(data: Path, cfg: dict, workdir: Path, monkeypatch) -> None:
     repo = Path(__file__).resolve().parents[2]
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["data"] = {"path": str(data), "classes": []}
+    params["data"].update(path=str(data), classes=[])
     params["validate"] = cfg
     (workdir / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(workdir)
