@@ -264,7 +264,7 @@ def test_field_accuracy_is_evaluates_on_the_test_split(field_repo, tmp_path):
     (field_run,) = client.search_runs([client.get_experiment_by_name("field").experiment_id])
     version = client.get_model_version_by_alias("wastesort", "champion")
     tags = field_run.data.tags
-    assert (tags["model_version"], tags["model_run_id"]) == (version.version, version.run_id)
+    assert (tags["model_version"], tags["model_run_id"]) == (str(version.version), version.run_id)
     assert (
         tags["model_run_id"] == json.loads((repo / "models/mlflow_run.json").read_text())["run_id"]
     )
