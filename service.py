@@ -18,7 +18,6 @@ import numpy as np
 
 from wastesort import webui
 from wastesort.config import ConfigError
-from wastesort.field import KINDS
 from wastesort.field.capture import Capture
 from wastesort.images import ImageRejected
 from wastesort.serving import (
@@ -58,7 +57,9 @@ class WasteSort:
         self.model_info = self.champion.info()
         self.metrics = METRICS = ServiceMetrics.create(self.model_info)
         self.capture = Capture.from_params(
-            CFG.serve, on_miss=lambda reason: self.metrics.capture_missed.labels(reason).inc()
+            CFG.serve,
+            on_miss=lambda reason: self.metrics.capture_missed.labels(reason).inc(),
+            on_kept=lambda kind: self.metrics.captured.labels(kind).inc(),
         )
         self.batcher(
             np.zeros((1, *self.champion.input_size, 3), np.float32)
@@ -73,8 +74,7 @@ class WasteSort:
         ]
         for upload, answer in zip(data, answers):
             self.metrics.answered(answer)
-            if self.capture.keep(upload, answer):
-                self.metrics.captured.labels(KINDS[not answer["uncertain"]]).inc()
+            self.capture.submit(upload, answer)  # written after the answer leaves
         return answers
 
     def rejected(self, exc: ImageRejected, ctx: bentoml.Context) -> dict[str, str]:

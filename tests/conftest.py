@@ -238,3 +238,15 @@ def read_only(folder: Path):
         if immutable:
             subprocess.run(["chattr", "-i", str(folder)], check=True)
         folder.chmod(0o700)
+
+
+def captured(folder: Path, lines: int, timeout: float = 20) -> list[Path]:
+    """The photos in a capture folder once its log has ``lines`` lines: the service writes
+    them on a thread after answering."""
+    log = folder / "capture.jsonl"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if log.is_file() and len(log.read_text().splitlines()) >= lines:
+            break
+        time.sleep(0.1)
+    return sorted(p for p in folder.glob("*/*") if not p.name.startswith("."))

@@ -184,3 +184,39 @@ def test_the_inbox_command(tmp_path, monkeypatch, capsys):
     assert "missing.jpg: not waiting" in capsys.readouterr().err
     with (tmp_path / "data/field/labels.csv").open() as fh:
         assert [r["decision"] for r in csv.DictReader(fh)] == ["label", "label", "reject"]
+
+
+def test_submit_writes_on_a_thread_and_a_full_queue_is_a_busy_miss(tmp_path):
+    import queue
+
+    kept, missed = [], []
+    serve = {"capture": "all", "capture_dir": str(tmp_path / "inbox"), "capture_max_files": 10}
+    cap = Capture.from_params({**serve, "capture_max_mb": 1}, missed.append, kept.append)
+    for seed in range(3):
+        cap.submit(g.jpeg(seed=seed), answer(uncertain=seed == 0))
+    cap.join()
+    assert len(read_log(tmp_path / "inbox")) == 3 and sorted(kept) == [
+        "confident",
+        "confident",
+        "uncertain",
+    ]
+    blocked = Capture.from_params({**serve, "capture_max_mb": 1}, missed.append)
+    blocked._queue = queue.Queue(1)  # a writer that has not taken the last photo yet
+    blocked._queue.put((b"", {}))
+    blocked.submit(g.jpeg(seed=9), answer())
+    assert missed == ["busy"] and blocked.missed == {"busy": 1}
+
+
+def test_the_extension_comes_from_the_bytes():
+    from wastesort.field.capture import extension
+
+    assert extension(g.jpeg()) == ".jpg" and extension(g.png()) == ".png"
+    assert extension(g.animated_gif()) == ".gif" and extension(b"junk") == ".bin"
+
+
+def test_a_deleted_log_is_started_again(tmp_path):
+    cap = capture(tmp_path / "inbox")
+    assert cap.keep(g.jpeg(seed=1), answer())
+    (tmp_path / "inbox" / "capture.jsonl").unlink()  # an operator rotates it away
+    assert cap.keep(g.jpeg(seed=2), answer())
+    assert len(read_log(tmp_path / "inbox")) == 1

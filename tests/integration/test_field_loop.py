@@ -17,7 +17,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests import imagegen as g
-from tests.conftest import read_only, repo_env, run, serving
+from tests.conftest import captured, read_only, repo_env, run, serving
 
 pytestmark = pytest.mark.slow
 
@@ -69,7 +69,7 @@ def test_capture_metrics_inbox_and_the_split(field_repo, tmp_path):
             assert resp.status_code == 200, resp.text
         bad = requests.post(f"{url}/classify", files={"image": ("x.jpg", b"junk")}, timeout=60)
         assert bad.status_code == 415
-        stored = sorted(inbox.rglob("*.jpg"))
+        stored = captured(inbox, 7)
         assert {p.stem for p in stored} == set(truth)  # each byte string once
         assert {p.read_bytes() for p in stored} == {p.read_bytes() for p in files}
         lines = [json.loads(t) for t in (inbox / "capture.jsonl").read_text().splitlines()]
@@ -80,6 +80,7 @@ def test_capture_metrics_inbox_and_the_split(field_repo, tmp_path):
             extra = g.jpeg(64, 48, seed=900)
             resp = requests.post(f"{url}/classify", files={"image": ("n.jpg", extra)}, timeout=60)
             assert resp.status_code == 200, resp.text
+            captured(inbox, 8, timeout=5 if works else 20)  # a miss writes no line
             metrics = samples(requests.get(f"{url}/metrics", timeout=10).text)
     answers = total(metrics, "wastesort_answers_total", model_version="1")
     assert answers == 8

@@ -12,7 +12,7 @@ import pytest
 import requests
 import yaml
 
-from tests.conftest import repo_env, serving
+from tests.conftest import captured, repo_env, serving
 
 pytestmark = pytest.mark.slow
 LABELS = ["cardboard", "glass", "metal"]
@@ -69,7 +69,7 @@ def test_review_page_in_chromium(review_repo, tmp_path):
             resp = requests.post(f"{url}/classify", files={"image": ("a.jpg", data)}, timeout=60)
             assert resp.status_code == 200, resp.text
             answers[label] = resp.json()
-        kept = sorted(capture_dir.glob("*/*.jpg"))
+        kept = captured(capture_dir, 3)
         assert len(kept) == 3 and {p.parent.name for p in kept} == {"uncertain"}
         kept_bytes = {p.name: p.read_bytes() for p in kept}
 

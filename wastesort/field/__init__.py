@@ -10,5 +10,3 @@ LABELS_CSV = "labels.csv"  # data/field/labels.csv: every inbox decision
 LOG = "capture.jsonl"  # <serve.capture_dir>/capture.jsonl: one line per captured answer
 #: Sub-folders of the capture folder: uncertain answers' photos are kept the longest.
 KINDS = ("uncertain", "confident")
-EXTENSIONS = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "GIF": ".gif", "BMP": ".bmp"}
-EXTENSIONS |= {"TIFF": ".tif", "WEBP": ".webp"}

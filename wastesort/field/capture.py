@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
 import logging
 import os
+import queue
 import threading
+import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -21,20 +22,31 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
-from wastesort.field import EXTENSIONS, KINDS, LOG
+from wastesort.field import KINDS, LOG
 
 log = logging.getLogger("wastesort.capture")
 
-RESCAN_EVERY = 64  # own writes between two looks at the folder (other workers write too)
+RESCAN_SECONDS = 5.0  # between two looks at the folder (the other workers write there too)
+NEAR = 0.9  # of a bound: past it, look at the folder before every new photo
+QUEUE = 256  # photos waiting for the writer thread (``submit``); more are a ``busy`` miss
+
+
+#: The first bytes of each format the service accepts (``images.SUPPORTED_FORMATS``).
+MAGIC = (
+    (b"\xff\xd8\xff", ".jpg"),
+    (b"\x89PNG\r\n\x1a\n", ".png"),
+    (b"GIF8", ".gif"),
+    (b"BM", ".bmp"),
+    (b"II*\x00", ".tif"),
+    (b"MM\x00*", ".tif"),
+)
 
 
 def extension(data: bytes) -> str:
-    try:
-        return EXTENSIONS.get(Image.open(io.BytesIO(data)).format or "", ".bin")
-    except Exception:  # noqa: BLE001 - the service already decoded it; a name is all we need
-        return ".bin"
+    """The file name's extension, from the format's signature (the service decoded it already)."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return ".webp"
+    return next((ext for magic, ext in MAGIC if data.startswith(magic)), ".bin")
 
 
 @dataclass
@@ -45,23 +57,54 @@ class Capture:
     max_bytes: int
     missed: Counter = field(default_factory=Counter)  # reason -> count, this process
     on_miss: Any = None  # called with the reason (the service counts it in Prometheus)
+    on_kept: Any = None  # called with the kind (uncertain, confident) of each kept answer
 
     def __post_init__(self) -> None:
         self.folder = Path(self.folder)
         self._lock = threading.Lock()
-        self._writes = 0
-        self._files: int | None = None  # None: not scanned yet
+        self._scanned = -RESCAN_SECONDS  # time.monotonic() of the last look at the folder
+        self._files = 0
         self._bytes = 0
+        self._queue: queue.Queue | None = None
+        self._log_fd: int | None = None
 
     @classmethod
-    def from_params(cls, serve: dict[str, Any], on_miss: Any = None) -> Capture:
+    def from_params(
+        cls, serve: dict[str, Any], on_miss: Any = None, on_kept: Any = None
+    ) -> Capture:
         return cls(
             mode=str(serve["capture"]),
             folder=Path(str(serve["capture_dir"])).expanduser(),
             max_files=int(serve["capture_max_files"]),
             max_bytes=int(float(serve["capture_max_mb"]) * 1024 * 1024),
             on_miss=on_miss,
+            on_kept=on_kept,
         )
+
+    def submit(self, data: bytes, answer: dict[str, Any]) -> None:
+        """``keep`` on a writer thread, so the answer leaves before the photo is written (the
+        service). A full queue is a ``busy`` miss."""
+        if not self.wants(answer):
+            return
+        with self._lock:
+            if self._queue is None:
+                self._queue = queue.Queue(QUEUE)
+                threading.Thread(target=self._drain, name="capture", daemon=True).start()
+        try:
+            self._queue.put_nowait((data, answer))
+        except queue.Full:
+            self._miss("busy", f"{self.folder}: {QUEUE} photos already wait to be written")
+
+    def _drain(self) -> None:
+        while True:
+            data, answer = self._queue.get()
+            self.keep(data, answer)
+            self._queue.task_done()
+
+    def join(self) -> None:
+        """Wait until every submitted photo is written (tests)."""
+        if self._queue is not None:
+            self._queue.join()
 
     def wants(self, answer: dict[str, Any]) -> bool:
         return self.mode == "all" or (self.mode == "uncertain" and bool(answer["uncertain"]))
@@ -72,7 +115,7 @@ class Capture:
         if not self.wants(answer):
             return False
         try:
-            return self._keep(data, answer)
+            kept = self._keep(data, answer)
         except CaptureFull as exc:
             self._miss("full", f"{self.folder}: {exc}")
             return False
@@ -83,6 +126,10 @@ class Capture:
         except Exception as exc:  # noqa: BLE001 - an answer must never fail for a capture
             self._miss("error", f"{self.folder}: {exc}")
             return False
+        if self.on_kept is not None:
+            with contextlib.suppress(Exception):
+                self.on_kept(KINDS[0] if answer["uncertain"] else KINDS[1])
+        return kept
 
     def _miss(self, reason: str, message: str) -> None:
         self.missed[reason] += 1
@@ -103,7 +150,13 @@ class Capture:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 temporary = target.parent / f".{name}.{uuid.uuid4().hex}.part"
                 try:
-                    temporary.write_bytes(data)
+                    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                    try:
+                        view = memoryview(data)
+                        while view:
+                            view = view[os.write(fd, view) :]
+                    finally:
+                        os.close(fd)
                     os.replace(temporary, target)  # atomic: a reader sees all of it or nothing
                 finally:
                     temporary.unlink(missing_ok=True)
@@ -119,15 +172,35 @@ class Capture:
                 "probabilities": answer["probabilities"],
                 "model": answer["model"],
             }
-            append_line(self.folder / LOG, line)
-            self._writes += 1
+            self._append(line)
         return True
+
+    def _append(self, record: dict[str, Any]) -> None:
+        """``append_line`` on a descriptor kept open (opening costs as much as writing the
+        photo); opened again when the log was deleted or a write failed."""
+        fd = self._log_fd
+        if fd is not None and os.fstat(fd).st_nlink == 0:
+            os.close(fd)
+            fd = self._log_fd = None
+        if fd is None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.folder / LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self._log_fd = fd
+        try:
+            os.write(fd, (json.dumps(record, separators=(",", ":")) + "\n").encode())
+        except OSError:
+            os.close(fd)
+            self._log_fd = None
+            raise
 
     def _bound(self, kind: str, incoming: int) -> None:
         """Make room for one more file: past serve.capture_max_files or _mb the oldest
         confident captures go first; uncertain ones are kept, so a folder full of them takes
         no more (counted as a ``full`` miss)."""
-        if self._files is None or self._writes % RESCAN_EVERY == 0:
+        near = self._files + 1 > NEAR * self.max_files or (
+            self._bytes + incoming > NEAR * self.max_bytes
+        )
+        if near or time.monotonic() - self._scanned > RESCAN_SECONDS:
             self._scan()
         if self._files + 1 <= self.max_files and self._bytes + incoming <= self.max_bytes:
             return
@@ -150,6 +223,7 @@ class Capture:
         entries = [e for k in KINDS for e in scandir(self.folder / k)]
         self._files = len(entries)
         self._bytes = sum(e.stat().st_size for e in entries)
+        self._scanned = time.monotonic()
 
 
 class CaptureFull(OSError):
