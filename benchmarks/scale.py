@@ -8,6 +8,7 @@ stage's peak resident memory, seconds and photos/s, and the feature cache's byte
 Writes JSON (and prints a Markdown table).
 
     uv run python benchmarks/scale.py --data ../shared/data/trashnet --sizes 2000 5000 15000
+    uv run python benchmarks/scale.py --sizes 2000 15000 --until validate  # validate alone
 """
 
 from __future__ import annotations
@@ -104,7 +105,9 @@ def folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.exists() else 0
 
 
-def run_size(data: Path, size: int, work: Path, env: dict[str, str]) -> dict:
+def run_size(
+    data: Path, size: int, work: Path, env: dict[str, str], stages: tuple[str, ...] = STAGES
+) -> dict:
     photos = work / f"photos_{size}"
     started = time.perf_counter()
     counts = generate(data, photos, size)
@@ -116,19 +119,20 @@ def run_size(data: Path, size: int, work: Path, env: dict[str, str]) -> dict:
     params["finetune"].update(epochs=1, warmup_epochs=1)
     (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     stage_env = {**env, "PYTHONPATH": str(clone)}
-    stages = {}
-    for stage in STAGES:
+    timings = {}
+    for stage in stages:
         print(f"=== {size} photos: dvc repro -s {stage}", flush=True)
-        stages[stage] = timed(["dvc", "repro", "-s", stage], clone, stage_env)
-        stages[stage]["photos_per_second"] = round(size / stages[stage]["seconds"], 1)
-        print(f"    {json.dumps(stages[stage])}", flush=True)
-    tuned = json.loads((clone / "metrics/finetune.json").read_text())
+        timings[stage] = timed(["dvc", "repro", "-s", stage], clone, stage_env)
+        timings[stage]["photos_per_second"] = round(size / timings[stage]["seconds"], 1)
+        print(f"    {json.dumps(timings[stage])}", flush=True)
+    finetune = clone / "metrics/finetune.json"
+    tuned = json.loads(finetune.read_text()) if finetune.is_file() else {}
     cache_bytes = folder_bytes(clone / "data/features")  # also for commits without the metric
     result = {
         "photos": size,
         "classes": counts,
         "generate_seconds": generated,
-        "stages": stages,
+        "stages": timings,
         "commit": subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=clone, capture_output=True, text=True
         ).stdout.strip(),
@@ -147,6 +151,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default="../shared/data/trashnet")
     ap.add_argument("--sizes", type=int, nargs="+", default=[2000, 5000, 15000])
+    ap.add_argument(
+        "--until",
+        choices=STAGES,
+        default=STAGES[-1],
+        help="the last stage to run and measure (the ones before it run too)",
+    )
     ap.add_argument("--workdir", help="generate and clone here instead of a temporary folder")
     ap.add_argument("--out", default=str(REPO / "benchmarks/results/scale.json"))
     args = ap.parse_args()
@@ -158,7 +168,8 @@ def main() -> int:
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     results = {"cpu": cpu_model(), "data": str(data), "sizes": []}
     for size in args.sizes:
-        results["sizes"].append(run_size(data, size, work, env))
+        stages = STAGES[: STAGES.index(args.until) + 1]
+        results["sizes"].append(run_size(data, size, work, env, stages))
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nCPU: {results['cpu']}\n")

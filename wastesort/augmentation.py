@@ -122,8 +122,12 @@ def apply_plan(images: np.ndarray, rows: list[dict[str, Any]], fill_mode: str) -
     contrast = np.array([r["contrast"] for r in rows], np.float32)[:, None, None, None]
     brightness = np.array([r["brightness"] for r in rows], np.float32)[:, None, None, None]
     mean = out.mean(axis=(1, 2, 3), keepdims=True)
-    out = ((out - mean) * contrast + mean) * brightness
-    return np.clip(out, 0.0, 255.0)
+    # ((out - mean) * contrast + mean) * brightness, clipped: in place on one new array
+    adjusted = np.subtract(out, mean)
+    adjusted *= contrast
+    adjusted += mean
+    adjusted *= brightness
+    return np.clip(adjusted, 0.0, 255.0, out=adjusted)
 
 
 def read_plan(path) -> pd.DataFrame:
