@@ -167,8 +167,8 @@ def main() -> int:
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     results = {"cpu": cpu_model(), "data": str(data), "sizes": []}
+    stages = STAGES[: STAGES.index(args.until) + 1]
     for size in args.sizes:
-        stages = STAGES[: STAGES.index(args.until) + 1]
         results["sizes"].append(run_size(data, size, work, env, stages))
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(results, indent=2) + "\n")

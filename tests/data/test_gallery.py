@@ -1,4 +1,4 @@
-"""Thumbnail sheets: every photo placed, captions inside their cell, memory of one sheet."""
+"""Thumbnail sheets: every photo placed in its cell, captions inside their cell."""
 
 import numpy as np
 from PIL import Image, ImageFont
@@ -24,6 +24,10 @@ def test_caption_lines_fit_their_cell_in_two_lines():
     assert len(long) == gallery.CAPTION_LINES
     assert all(font.getlength(line) <= width for line in long)
     assert long[0].startswith("#12 cardboard/") and long[-1].endswith("\u2026")
+    text = "#4 ../field/glass/ab12cd34.jpg (distance 3)"
+    broken = gallery.caption_lines(text, font, 60)  # breaks after slashes: no space put in
+    assert len(broken) == gallery.CAPTION_LINES
+    assert text.startswith("".join(broken).rstrip("\u2026"))
 
 
 def test_sheet_places_every_photo_in_order(tmp_path):

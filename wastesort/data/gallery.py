@@ -8,7 +8,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from wastesort import images
@@ -20,14 +19,14 @@ FONT_SIZE = 11
 PAD = 6
 
 
-def thumbnail(path: Path, max_pixels: int) -> np.ndarray:
+def thumbnail(path: Path, max_pixels: int) -> Image.Image:
     """The photo (EXIF orientation applied) shrunk to fit THUMB_SIDE; grey when unreadable."""
     try:
         image = images.decode(path.read_bytes(), max_pixels, draft_to=THUMB_SIDE).image
     except (OSError, images.ImageRejected):
-        return np.full((THUMB_SIDE, THUMB_SIDE, 3), 128, np.uint8)
+        return Image.new("RGB", (THUMB_SIDE, THUMB_SIDE), (128, 128, 128))
     image.thumbnail((THUMB_SIDE, THUMB_SIDE))
-    return np.asarray(image)
+    return image
 
 
 def caption_lines(text: str, font: ImageFont.FreeTypeFont, width: int) -> list[str]:
@@ -35,14 +34,13 @@ def caption_lines(text: str, font: ImageFont.FreeTypeFont, width: int) -> list[s
     spaces and slashes; what still does not fit ends in an ellipsis."""
     lines, current = [], ""
     for piece in re.split(r"(?<=[ /])", text):
-        if current and font.getlength(current + piece) > width:
+        last_line = len(lines) == CAPTION_LINES - 1  # takes the rest of the text
+        if current and not last_line and font.getlength(current + piece) > width:
             lines.append(current.rstrip())
             current = piece
         else:
             current += piece
     lines.append(current.rstrip())
-    if len(lines) > CAPTION_LINES:
-        lines = lines[: CAPTION_LINES - 1] + [" ".join(lines[CAPTION_LINES - 1 :])]
     for n, line in enumerate(lines):
         while font.getlength(line) > width and len(line) > 1:
             line = line[:-2] + "\u2026"
@@ -66,7 +64,7 @@ def plot_grid(
         left, top = (n % n_cols) * CELL_WIDTH, (n // n_cols) * cell_height
         for k, line in enumerate(caption_lines(caption, font, CELL_WIDTH - 2 * PAD)):
             draw.text((left + PAD, top + PAD + k * line_height), line, fill="black", font=font)
-        thumb = Image.fromarray(thumbnail(root / rel, max_pixels))
+        thumb = thumbnail(root / rel, max_pixels)
         x = left + (CELL_WIDTH - thumb.width) // 2
         y = top + PAD + CAPTION_LINES * line_height + (THUMB_SIDE - thumb.height) // 2
         sheet.paste(thumb, (x, y))
