@@ -29,9 +29,11 @@ def main() -> None:
     n = min(int(cfg["representative_images"]), len(train))
     rng = np.random.default_rng(int(cfg["seed"]))
     chosen = train.iloc[np.sort(rng.choice(len(train), n, replace=False))]
-    representative = load_resized(root, chosen["path"].tolist(), size, max_pixels)
+    representative = load_resized(
+        root, chosen["path"].tolist(), size, max_pixels, desc="export: calibration photos"
+    )
     test = artifacts.read_manifest(paths.split_manifest("test"))
-    x_test = load_resized(root, test["path"].tolist(), size, max_pixels)
+    x_test = load_resized(root, test["path"].tolist(), size, max_pixels, desc="export: test photos")
     truth = np.array([labels.index(label) for label in test["label"]])
     reference = keras_answers(test["path"].tolist(), labels)
     keras_accuracy = float(np.mean(reference == truth))

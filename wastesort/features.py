@@ -23,11 +23,12 @@ from wastesort.config import ConfigError
 
 
 def load_resized(
-    root: Path, paths: list[str], size: preprocess.Size, max_pixels: int
+    root: Path, paths: list[str], size: preprocess.Size, max_pixels: int, desc: str | None = None
 ) -> np.ndarray:
-    """Files as the model's input batch, through the one preprocessing path (``preprocess``)."""
+    """Files as the model's input batch, through the one preprocessing path (``preprocess``);
+    ``desc``: a progress bar of that name."""
     batch = np.empty((len(paths), *preprocess.hw(size), 3), np.float32)
-    for i, rel in enumerate(paths):
+    for i, rel in enumerate(tqdm(paths, desc=desc, unit="img", disable=desc is None)):
         try:
             batch[i] = preprocess.load_for_model((root / rel).read_bytes(), max_pixels, size)
         except images.ImageRejected as exc:  # validated earlier; the folder changed since

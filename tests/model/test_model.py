@@ -307,3 +307,21 @@ def test_features_refuses_a_swapped_input_size_before_any_work(tmp_path, monkeyp
         "[384, 512] (or use one number for a square)"
     )
     assert not (tmp_path / "data/features").exists()
+
+
+def test_fit_draws_one_progress_bar_with_images_per_second(tmp_path, capsys):
+    """`progress` names a bar over the whole run on stderr: every image of every epoch counted
+    (the last batch of an epoch is partial), with the rate in images."""
+    from wastesort.training.fitting import fit
+
+    rng = np.random.default_rng(2)
+    x, y = rng.normal(size=(70, 1280)).astype(np.float32), np.arange(70) % 3
+    head = build_classifier(3, BackboneSpec(224, None, 0), seed=2).head
+    cfg = {"lr": 1e-3, "epochs": 3, "batch_size": 32, "patience": 3}
+    fit(head, (x, y), (x[:20], y[:20]), cfg, tmp_path / "h.csv", progress="finetune: test")
+    err = capsys.readouterr().err
+    assert "finetune: test" in err
+    assert "210/210" in err  # 3 epochs x 70 images, in batches of 32, 32 and 6
+    assert "img/s" in err
+    fit(head, (x, y), (x[:20], y[:20]), cfg, tmp_path / "h2.csv")
+    assert "finetune: test" not in capsys.readouterr().err  # no bar unless asked

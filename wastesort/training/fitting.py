@@ -119,6 +119,26 @@ def epoch_timer():
     return EpochTimer()
 
 
+def progress_bar(desc: str, images: int, batch_size: int, epochs: int):
+    """A Keras callback drawing one tqdm bar (stderr) over every epoch of a ``fit``: images
+    trained, images/s and the time left (validation pauses count in the rate). Ends short when
+    early stopping ends the run."""
+    import keras
+    from tqdm import tqdm
+
+    class ProgressBar(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.bar = tqdm(total=epochs * images, desc=desc, unit="img")
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.bar.update(max(0, min(batch_size, images - batch * batch_size)))
+
+        def on_train_end(self, logs=None):
+            self.bar.close()
+
+    return ProgressBar()
+
+
 def fit(
     model,
     train,
@@ -128,11 +148,12 @@ def fit(
     callbacks: list | None = None,
     first_epoch: int = 0,
     train_labels: np.ndarray | None = None,
+    progress: str | None = None,
 ) -> TrainingResult:
     """Train ``model`` with ``cfg`` (lr, epochs, batch_size, patience, label_smoothing,
     class_weights, optionally lr_schedule and ema_momentum); the weights of the best validation
     epoch are kept. ``train`` is an (inputs, labels) pair, or a Keras dataset of one-hot batches
-    with ``train_labels`` given."""
+    with ``train_labels`` given. ``progress``: a progress bar of that name over the run."""
     import keras
 
     cfg = Recipe.of(cfg)
@@ -184,6 +205,7 @@ def fit(
     )
     history_csv.parent.mkdir(parents=True, exist_ok=True)
     timer = epoch_timer()
+    bar = [progress_bar(progress, len(train_labels), batch, int(cfg.epochs))] if progress else []
     fitted = model.fit(
         **inputs,
         validation_data=validation,
@@ -197,6 +219,7 @@ def fit(
             stopper,
             keras.callbacks.CSVLogger(str(history_csv), append=first_epoch > 0),
             timer,
+            *bar,
             *(callbacks or []),
         ],
         verbose=2,
@@ -311,6 +334,7 @@ def fine_tune(
         callbacks,
         first_epoch=warm.epochs_run,
         train_labels=data[1],
+        progress="finetune: fine-tuning",
     )
     set_fine_tuning(classifier, False)
     kept = not restore_unless_beaten(classifier.top, before, warm.best_val_accuracy, tuned)
