@@ -131,7 +131,7 @@ def progress_bar(desc: str, images: int, batch_size: int, epochs: int):
             self.bar = tqdm(total=epochs * images, desc=desc, unit="img")
 
         def on_train_batch_end(self, batch, logs=None):
-            self.bar.update(max(0, min(batch_size, images - batch * batch_size)))
+            self.bar.update(min(batch_size, images - batch * batch_size))
 
         def on_train_end(self, logs=None):
             self.bar.close()
