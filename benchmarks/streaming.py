@@ -64,6 +64,7 @@ def main() -> int:
             config.section(params, "augment"),
             int(cfg["batch_size"]),
             int(cfg["seed"]),
+            float(cfg["mixup_alpha"]),
         )
         with tempfile.TemporaryDirectory() as tmp:
             result = fitting.fit(
