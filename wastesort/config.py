@@ -112,9 +112,9 @@ class Augment(Section):
 class Backbone(Section):
     name: Literal[
         "mobilenet_v2", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"
-    ] = "efficientnet_lite0"
+    ] = "efficientnet_lite1"
     weights: str | None = "imagenet"
-    image_size: int | list[int] | tuple[int, int] = 224
+    image_size: int | list[int] | tuple[int, int] = 240
     batch_size: Positive = 32
 
     @field_validator("image_size", mode="before")
@@ -140,8 +140,8 @@ class Finetune(Section):
     lr: Annotated[float, Field(gt=0)] = 1e-4
     lr_schedule: Literal["constant", "cosine"] = "cosine"
     ema_momentum: Annotated[float, Field(ge=0, lt=1)] = 0.99
-    epochs: Count = 20
-    patience: Positive = 20
+    epochs: Count = 12
+    patience: Positive = 12
     batch_size: Positive = 32
     seed: Seed = 42
     fresh_augmentation: bool = True

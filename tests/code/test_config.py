@@ -129,7 +129,7 @@ def test_typed_sections_are_frozen_and_fill_partial_mappings():
     backbone = config.typed("backbone", {"name": "mobilenet_v2"})
     assert (backbone.name, backbone.image_size, backbone.weights) == (
         "mobilenet_v2",
-        224,
+        240,  # the default size, filled in
         "imagenet",
     )
     with pytest.raises(Exception):

@@ -131,7 +131,7 @@ def test_saved_model_carries_the_fine_tuned_top(repo):
     saved = model.get_layer("backbone_top")
     params = yaml.safe_load((repo / "params.yaml").read_text())
     spec = BackboneSpec.from_params(params["backbone"], params["finetune"])
-    assert spec.name == "efficientnet_lite0"  # the default backbone, through the tiny pipeline
+    assert spec.name == "efficientnet_lite0"  # tiny_params' backbone, through the tiny pipeline
     imagenet = top_backbone(build_classifier(3, spec))
     changed = any(
         not np.allclose(a, b) for a, b in zip(saved.get_weights(), imagenet.get_weights())
