@@ -56,16 +56,7 @@ def main() -> int:
     y_val = fitting.encode_labels(val["labels"], classes, "val")
 
     def epoch(source: dict) -> float:
-        fresh = FreshVariants(
-            source["train"],
-            y_train,
-            len(classes),
-            clf.trunk,
-            config.section(params, "augment"),
-            int(cfg["batch_size"]),
-            int(cfg["seed"]),
-            float(cfg["mixup_alpha"]),
-        )
+        fresh = FreshVariants.from_params(source["train"], y_train, len(classes), clf.trunk, params)
         with tempfile.TemporaryDirectory() as tmp:
             result = fitting.fit(
                 clf.top,

@@ -87,16 +87,8 @@ def train_on_devices(params, cfg, spec, splits, classes) -> None:
                 int(config.section(params, "validate")["max_pixels"]),
             )
             images = np.clip(np.round(resized), 0, 255).astype(np.uint8)
-        fresh = FreshVariants(
-            images,
-            fitting.encode_labels(train["labels"][originals], classes, "train"),
-            len(classes),
-            clf.trunk,
-            config.section(params, "augment"),
-            int(cfg["batch_size"]),
-            int(cfg["seed"]),
-            float(cfg["mixup_alpha"]),
-        )
+        labels = fitting.encode_labels(train["labels"][originals], classes, "train")
+        fresh = FreshVariants.from_params(images, labels, len(classes), clf.trunk, params)
     from wastesort import tracking
 
     # the pipeline's MLflow run starts here: each epoch shows in the UI as it ends

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from wastesort.config import typed
+from wastesort.config import section, typed
 
 PLAN_COLUMNS = [
     "path",
@@ -178,6 +178,24 @@ class FreshVariants:
         self.rng = np.random.default_rng(seed)
         self.order = self.rng.permutation(len(images))
         self.drop_remainder = False  # True under several replicas: only full batches
+
+    @classmethod
+    def from_params(
+        cls, images: np.ndarray, labels: np.ndarray, n_classes: int, trunk, params: dict[str, Any]
+    ) -> FreshVariants:
+        """As the `finetune` stage draws them: `augment`'s transforms, `finetune`'s batch size,
+        seed and mixup."""
+        cfg = section(params, "finetune")
+        return cls(
+            images,
+            labels,
+            n_classes,
+            trunk,
+            section(params, "augment"),
+            int(cfg["batch_size"]),
+            int(cfg["seed"]),
+            float(cfg["mixup_alpha"]),
+        )
 
     def __len__(self) -> int:
         if self.drop_remainder and len(self.images) >= self.batch_size:

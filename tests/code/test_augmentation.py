@@ -104,3 +104,18 @@ def test_shifts_are_fractions_of_each_side_of_a_landscape_image():
     np.testing.assert_allclose(across[:, 4:], image[0, :, :-4], atol=1e-3)  # 4 = 0.25 * 16
     down = apply_plan(image, [{**IDENTITY, "shift_y": 0.25}], "constant")[0]
     np.testing.assert_allclose(down[2:], image[0, :-2], atol=1e-3)  # 2 = 0.25 * 8
+
+
+def test_fresh_variants_from_params_take_augment_and_finetune_knobs():
+    from wastesort.augmentation import FreshVariants
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (10, 16, 16, 3)).astype(np.uint8)
+    labels = np.arange(10) % 2
+    params = {"augment": CFG, "finetune": {"batch_size": 4, "seed": 7, "mixup_alpha": 0.2}}
+    fresh = FreshVariants.from_params(images, labels, 2, lambda x, training: x, params)
+    direct = FreshVariants(images, labels, 2, lambda x, training: x, CFG, 4, 7, 0.2)
+    assert (fresh.batch_size, fresh.mixup_alpha, fresh.cfg) == (4, 0.2, CFG)
+    for a, b in zip(fresh.batch(0), direct.batch(0), strict=True):
+        np.testing.assert_array_equal(a, b)  # the same seed draws the same batch
+    assert len(fresh.batch(0)[0]) == 4
