@@ -12,12 +12,12 @@ help:  ## list targets
 
 setup:  ## build .venv from uv.lock (installs uv if missing) and seed the Keras weights cache
 	@command -v $(UV) >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
-	$(UV) sync --frozen
+	$(UV) sync --frozen --compile-bytecode
 	@scripts/seed_keras_cache.sh
 
 setup-gpu:  ## as setup, plus TensorFlow's CUDA libraries for NVIDIA GPUs (the `gpu` extra)
 	@command -v $(UV) >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
-	$(UV) sync --frozen --extra gpu
+	$(UV) sync --frozen --compile-bytecode --extra gpu
 	@scripts/seed_keras_cache.sh
 
 postgres:  ## Debian's PostgreSQL server programs, for `make tracking-server` (needs root or sudo)

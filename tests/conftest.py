@@ -183,12 +183,38 @@ def team_server(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def pipeline_repo(tmp_path_factory) -> Path:
-    """A tiny pipeline run once with `dvc repro` (its BentoML store is beside the repo).
-    Tests must not change it; `scratch_repo` gives a copy to change."""
-    root = make_pipeline_repo(tmp_path_factory.mktemp("pipeline") / "repo")
+    """A tiny pipeline run once with `dvc repro` (its BentoML store is beside the repo), once
+    per test run: under pytest-xdist the first worker that needs it builds it and the others
+    wait for it. Read-only for tests: `copy_repo` gives a copy to change."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):  # one process (`-n 0`, `-p no:xdist`)
+        return build_pipeline_repo(tmp_path_factory.mktemp("pipeline") / "repo")
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp().parent / "pipeline"
+    shared.mkdir(exist_ok=True)
+    with FileLock(str(shared / "lock")):
+        if not (shared / "built").is_file():
+            for stale in (shared / "repo", shared / "repo.bentoml"):  # a failed build's leftovers
+                shutil.rmtree(stale, ignore_errors=True)
+            build_pipeline_repo(shared / "repo")
+            (shared / "built").touch()
+    return shared / "repo"
+
+
+def build_pipeline_repo(root: Path) -> Path:
+    make_pipeline_repo(root)
     first = run(["dvc", "repro"], root, env=repo_env(root))
     assert "Running stage 'register'" in first.stdout
     return root
+
+
+def copy_repo(src: Path, dst: Path, store: bool = True, ignore=None) -> Path:
+    """A full copy of a pipeline repo (git, DVC cache, MLflow db) for a test that changes it,
+    and with ``store`` its BentoML store, beside the copy as `repo_env` expects it."""
+    shutil.copytree(src, dst, symlinks=True, ignore=ignore)
+    if store:
+        shutil.copytree(repo_env(src)["BENTOML_HOME"], repo_env(dst)["BENTOML_HOME"], symlinks=True)
+    return dst
 
 
 def repo_env(repo: Path, **extra: str) -> dict[str, str]:

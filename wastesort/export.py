@@ -14,6 +14,7 @@ import io
 import os
 import sys
 import tempfile
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -75,7 +76,11 @@ def to_int8(keras_model, representative: np.ndarray) -> bytes:
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = tf.uint8
     converter.inference_output_type = tf.uint8
-    return _convert(converter)
+    with warnings.catch_warnings():
+        # the converter asks for input statistics whenever the input type is uint8; here the
+        # representative images give them (the calibration above), as TensorFlow's guide does
+        warnings.filterwarnings("ignore", "Statistics for quantized inputs were expected")
+        return _convert(converter)
 
 
 @dataclass

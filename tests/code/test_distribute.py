@@ -4,7 +4,6 @@ logical devices learns what one device learns, and runs the real fine-tune and t
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -12,7 +11,7 @@ import textwrap
 import pytest
 import yaml
 
-from tests.conftest import repo_env, run, tool_env
+from tests.conftest import copy_repo, repo_env, run, tool_env
 
 # A learnable problem through the pipeline's own training loop (fitting.fit: class weights,
 # label smoothing, EMA, early stopping): three Gaussian blobs, 90 train and 45 val points, so
@@ -94,8 +93,7 @@ def test_unknown_strategy_is_a_clear_error(tmp_path):
 
 @pytest.mark.slow
 def test_pipeline_fine_tunes_and_trains_mirrored(pipeline_repo, tmp_path):
-    repo = tmp_path / "repo"
-    shutil.copytree(pipeline_repo, repo, symlinks=True)
+    repo = copy_repo(pipeline_repo, tmp_path / "repo", store=False)
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["distribute"].update(strategy="mirrored", logical_cpus=2)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -17,7 +16,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests import imagegen as g
-from tests.conftest import captured, read_only, repo_env, run, serving
+from tests.conftest import captured, copy_repo, read_only, repo_env, run, serving
 
 pytestmark = pytest.mark.slow
 
@@ -25,10 +24,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def field_repo(pipeline_repo, tmp_path_factory) -> Path:
     """A copy of the tiny pipeline (git, DVC cache, MLflow db, BentoML store) with capture on."""
-    copy = tmp_path_factory.mktemp("field") / "repo"
-    shutil.copytree(pipeline_repo, copy, symlinks=True)
-    store = Path(repo_env(pipeline_repo)["BENTOML_HOME"])
-    shutil.copytree(store, Path(repo_env(copy)["BENTOML_HOME"]), symlinks=True)
+    copy = copy_repo(pipeline_repo, tmp_path_factory.mktemp("field") / "repo")
     params = yaml.safe_load((copy / "params.yaml").read_text())
     params["serve"].update(capture="all", capture_dir="inbox")
     (copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

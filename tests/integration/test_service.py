@@ -16,7 +16,7 @@ import yaml
 from PIL import Image
 
 from tests import imagegen as g
-from tests.conftest import free_port, repo_env, run, serving, stop, wait_http
+from tests.conftest import copy_repo, free_port, repo_env, run, serving, stop, wait_http
 
 pytestmark = pytest.mark.slow
 LABELS = ["cardboard", "glass", "metal"]
@@ -341,28 +341,24 @@ def test_uncertain_answers_through_the_server_and_page(pipeline_repo, tmp_path):
     check, label and probabilities still given; the page says so."""
     from playwright.sync_api import sync_playwright
 
-    params_file = pipeline_repo / "params.yaml"
-    original = params_file.read_text()
-    params = yaml.safe_load(original)
+    repo = copy_repo(pipeline_repo, tmp_path / "repo")  # the session's repo is read-only
+    params = yaml.safe_load((repo / "params.yaml").read_text())
     params["serve"]["min_confidence"] = 1.0  # nothing is that sure
-    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
-    try:
-        with serving(pipeline_repo) as url:
-            body = classify(url, photo(pipeline_repo).read_bytes()).json()
-            with sync_playwright() as p:
-                browser = p.chromium.launch(
-                    executable_path="/usr/bin/chromium", args=["--no-sandbox", "--disable-gpu"]
-                )
-                page = browser.new_page(viewport={"width": 900, "height": 900})
-                page.goto(url + "/")
-                page.set_input_files("#file", str(photo(pipeline_repo, "glass")))
-                page.wait_for_selector("body[data-state=done]", timeout=60_000)
-                banner_visible = page.locator("#uncertain").is_visible()
-                banner, label = page.inner_text("#uncertain"), page.inner_text("#label")
-                page.screenshot(path=str(tmp_path / "uncertain.png"), full_page=True)
-                browser.close()
-    finally:
-        params_file.write_text(original)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    with serving(repo) as url:
+        body = classify(url, photo(repo).read_bytes()).json()
+        with sync_playwright() as p:
+            browser = p.chromium.launch(
+                executable_path="/usr/bin/chromium", args=["--no-sandbox", "--disable-gpu"]
+            )
+            page = browser.new_page(viewport={"width": 900, "height": 900})
+            page.goto(url + "/")
+            page.set_input_files("#file", str(photo(repo, "glass")))
+            page.wait_for_selector("body[data-state=done]", timeout=60_000)
+            banner_visible = page.locator("#uncertain").is_visible()
+            banner, label = page.inner_text("#uncertain"), page.inner_text("#label")
+            page.screenshot(path=str(tmp_path / "uncertain.png"), full_page=True)
+            browser.close()
     assert body["uncertain"] is True and body["stream"] == "manual_check"
     assert body["label"] == max(body["probabilities"], key=body["probabilities"].get)
     assert body["confidence"] < 1.0 and list(body["probabilities"]) == LABELS
@@ -370,20 +366,19 @@ def test_uncertain_answers_through_the_server_and_page(pipeline_repo, tmp_path):
     assert label.lower().startswith("maybe ")
 
 
-def test_bentoml_build_packs_service_and_champion(pipeline_repo):
-    out = run(["bentoml", "build"], pipeline_repo, env=repo_env(pipeline_repo)).stdout
+def test_bentoml_build_packs_service_and_champion(pipeline_repo, tmp_path):
+    import shutil
+
+    # the bento goes to a copy of the repo's store: the session's repo and store are read-only
+    store = shutil.copytree(repo_env(pipeline_repo)["BENTOML_HOME"], tmp_path / "store")
+    env = repo_env(pipeline_repo, BENTOML_HOME=str(store))
+    out = run(["bentoml", "build"], pipeline_repo, env=env).stdout
     assert "Successfully built" in out
-    bentos = json.loads(
-        run(["bentoml", "list", "-o", "json"], pipeline_repo, env=repo_env(pipeline_repo)).stdout
-    )
+    bentos = json.loads(run(["bentoml", "list", "-o", "json"], pipeline_repo, env=env).stdout)
     assert [b["tag"].split(":")[0] for b in bentos] == ["wastesort"]
     receipt = json.loads((pipeline_repo / "registry/receipt.json").read_text())
     info = json.loads(
-        run(
-            ["bentoml", "get", bentos[0]["tag"], "-o", "json"],
-            pipeline_repo,
-            env=repo_env(pipeline_repo),
-        ).stdout
+        run(["bentoml", "get", bentos[0]["tag"], "-o", "json"], pipeline_repo, env=env).stdout
     )
     models = [m["tag"] for service in info["services"] for m in service["models"]]
     assert models == [receipt["bento_model"]]
@@ -392,7 +387,7 @@ def test_bentoml_build_packs_service_and_champion(pipeline_repo):
     proc = subprocess.Popen(
         ["bentoml", "serve", bentos[0]["tag"], "--host", "127.0.0.1", "--port", str(port)],
         cwd=pipeline_repo.parent,
-        env=repo_env(pipeline_repo),
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

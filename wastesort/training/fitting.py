@@ -10,6 +10,7 @@ optimizer EMA, evaluated and kept through ``SwapEMAWeights``).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -381,7 +382,10 @@ def fit_head(
     if start is not None and start.is_file():
         untrained = head.get_weights()
         try:
-            head.load_weights(start)
+            with warnings.catch_warnings():
+                # another head shape: Keras warns of the parts it skips, then raises ValueError
+                warnings.filterwarnings("ignore", "Skipping nested container", UserWarning)
+                head.load_weights(start)
             start_weights = [w.copy() for w in head.get_weights()]
         except ValueError:  # another head shape (e.g. finetune.layers was 0)
             head.set_weights(untrained)
