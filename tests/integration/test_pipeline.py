@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 
 import mlflow
@@ -49,9 +48,11 @@ def test_same_machine_data_and_seeds_give_identical_metrics(repo, tmp_path):
     (its own DVC cache, MLflow store and BentoML store) and reproduce the first run to the last
     digit: op determinism and seeded augmentation. (validate and split are pure functions of
     the files, checked in tests/data/test_validation.py and tests/data/test_splitting.py.)"""
-    again = tmp_path / "again"
-    shutil.copytree(
-        repo, again, symlinks=True, ignore=lambda folder, names: {"mlflow.db", "cache"} & set(names)
+    again = copy_repo(
+        repo,
+        tmp_path / "again",
+        store=False,
+        ignore=lambda _, names: {"mlflow.db", "cache"} & set(names),
     )
     # DVC deletes a stage's outputs before it runs it, and fails when one is not written again
     run(

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 
 import mlflow
 import pytest
 import requests
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import repo_env, run, serving
+from tests.conftest import copy_repo, repo_env, run, serving
 from tests.integration.test_pipeline import assert_run_is_complete, read_json
 
 pytestmark = pytest.mark.slow
@@ -25,9 +24,11 @@ def team_repo(team_server, pipeline_repo, tmp_path_factory):
     own, whose next `dvc repro` runs with MLFLOW_TRACKING_URI naming the team server: every
     stage that tracks (finetune, forced, then train to register) tracks into it."""
     url, _ = team_server
-    repo = tmp_path_factory.mktemp("team") / "repo"
-    shutil.copytree(
-        pipeline_repo, repo, symlinks=True, ignore=lambda folder, names: {"mlflow.db"} & set(names)
+    repo = copy_repo(
+        pipeline_repo,
+        tmp_path_factory.mktemp("team") / "repo",
+        store=False,
+        ignore=lambda _, names: {"mlflow.db"} & set(names),
     )
     env = repo_env(repo, MLFLOW_TRACKING_URI=url)
     run(["dvc", "repro", "-f", "-s", "finetune"], repo, env=env)
