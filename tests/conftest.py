@@ -31,6 +31,25 @@ PIPELINE_FILES = [
 TINY_CLASSES = {"cardboard": 12, "glass": 12, "metal": 12}
 
 
+@pytest.fixture(autouse=True)
+def mlflow_state_per_test():
+    """Each test starts with MLflow's process-wide state as the worker started: set_experiment()
+    and set_tracking_uri() write module globals and MLFLOW_EXPERIMENT_ID/MLFLOW_TRACKING_URI into
+    os.environ, which would otherwise carry into whichever test the worker runs next."""
+    before = {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}
+    yield
+    if "mlflow" in sys.modules:
+        import mlflow
+
+        while mlflow.active_run() is not None:
+            mlflow.end_run()
+        mlflow.set_tracking_uri(None)
+        mlflow.tracking.fluent._active_experiment_id = None  # no public unset exists
+    for key in [k for k in os.environ if k.startswith("MLFLOW_")]:
+        del os.environ[key]
+    os.environ.update(before)
+
+
 def tool_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "BENTOML_"))}
     env.update(
