@@ -136,7 +136,9 @@ WasteSort.add_asgi_middleware(
     max_body_bytes={
         "/classify": CFG.max_upload_bytes + FORM_OVERHEAD,
         "/predict": CFG.max_upload_bytes + FORM_OVERHEAD,
-        "/classify_batch": CFG.max_batch_size * CFG.max_upload_bytes + FORM_OVERHEAD,
+        "/classify_batch": CFG.max_images_per_request * CFG.max_upload_bytes + FORM_OVERHEAD,
     },
     on_reject=count_rejection,
+    max_files={"/classify_batch": (CFG.max_images_per_request, "serve.max_images_per_request")},
+    no_input=("/about",),
 )

@@ -74,6 +74,20 @@ def bomb_png(side: int = 4000) -> bytes:
     return encode(Image.new("L", (side, side)), "PNG", optimize=True)
 
 
+def png_header(width: int, height: int) -> bytes:
+    """A PNG whose header says width x height (nothing to decode behind it)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
 def write(path: Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)

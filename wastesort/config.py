@@ -200,8 +200,9 @@ class Register(Section):
 class Serve(Section):
     model: Literal["float32", "int8"] = "float32"
     max_upload_mb: Annotated[float, Field(gt=0)] = 10
-    max_pixels: Positive = 50_000_000
+    max_pixels: Positive = 25_000_000
     max_batch_size: Positive = 32
+    max_images_per_request: Positive = 32
     min_confidence: Fraction = 0.7
     uncertain_stream: str = "manual_check"
     workers: Positive = 2

@@ -7,6 +7,7 @@ accept and reject the same files for the same reasons.
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from dataclasses import dataclass, field
 
@@ -42,16 +43,21 @@ class DecodedImage:
         return np.asarray(self.image, dtype=np.uint8)
 
 
-def open_image(data: bytes, max_pixels: int) -> Image.Image:
-    """Open (header only) and check format and pixel count before any decoding work."""
+def open_image(data: bytes, max_pixels: int, min_side: int = 1) -> Image.Image:
+    """Open (header only) and check format, pixel count and the shorter side before any
+    decoding work."""
     if not data:
         raise ImageRejected("empty file (0 bytes)", "empty")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
             img = Image.open(io.BytesIO(data))
-        except Image.DecompressionBombError as exc:
-            raise ImageRejected(f"decompression bomb: {exc}", "bomb") from None
+        except Image.DecompressionBombError as exc:  # past Pillow's own limit: name ours
+            found = re.search(r"\((\d+) pixels\)", str(exc))
+            size = f"{int(found.group(1)):,} pixels" if found else "more pixels than Pillow opens"
+            raise ImageRejected(
+                f"decompression bomb: {size}, over the limit of {max_pixels:,}", "bomb"
+            ) from None
         except UnidentifiedImageError:
             raise ImageRejected(
                 "not an image: Pillow cannot identify the bytes as any image format", "not_image"
@@ -70,6 +76,11 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
             f"decompression bomb: {img.width}x{img.height} = {pixels:,} pixels, "
             f"over the limit of {max_pixels:,}",
             "bomb",
+        )
+    if min(img.width, img.height) < min_side:
+        raise ImageRejected(
+            f"image of {img.width}x{img.height} pixels is under the minimum side of {min_side} px",
+            "too_small",
         )
     return img
 
@@ -91,14 +102,16 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def decode(data: bytes, max_pixels: int, draft_to: int | None = None) -> DecodedImage:
+def decode(
+    data: bytes, max_pixels: int, draft_to: int | None = None, min_side: int = 1
+) -> DecodedImage:
     """Fully decode bytes to RGB (first frame of animations), honouring EXIF orientation.
 
     ``draft_to``: a JPEG at least twice that size on both sides is decoded at a reduced DCT
     scale (1/2, 1/4 or 1/8) that keeps both sides at or above it (Pillow's ``draft``), which
     makes decoding a phone photo for a 224 px model several times faster.
     """
-    img = open_image(data, max_pixels)
+    img = open_image(data, max_pixels, min_side)
     fmt, mode, width, height = img.format, img.mode, img.width, img.height
     frames = int(getattr(img, "n_frames", 1) or 1)
     if draft_to and fmt in ("JPEG", "MPO") and min(width, height) >= 2 * draft_to:

@@ -82,10 +82,11 @@ def resize(image: np.ndarray, size: Size) -> np.ndarray:
     return top.reshape(out_h, out_w, channels)
 
 
-def load_for_model(data: bytes, max_pixels: int, size: Size) -> np.ndarray:
+def load_for_model(data: bytes, max_pixels: int, size: Size, min_side: int = 1) -> np.ndarray:
     """Image bytes -> the model's float32 input (height x width x 3, [0, 255]); raises
     ``images.ImageRejected`` with the reason, as ``images.decode`` does."""
-    return resize(images.decode(data, max_pixels, draft_to=min(hw(size))).array(), size)
+    decoded = images.decode(data, max_pixels, draft_to=min(hw(size)), min_side=min_side)
+    return resize(decoded.array(), size)
 
 
 def resize_batch(arrays: list[np.ndarray], size: Size) -> np.ndarray:

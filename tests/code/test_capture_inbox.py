@@ -220,3 +220,55 @@ def test_a_deleted_log_is_started_again(tmp_path):
     (tmp_path / "inbox" / "capture.jsonl").unlink()  # an operator rotates it away
     assert cap.keep(g.jpeg(seed=2), answer())
     assert len(read_log(tmp_path / "inbox")) == 1
+
+
+def test_a_full_disk_never_tears_the_log(tmp_path, monkeypatch):
+    """Writes cut short part-way (what a full disk does: some bytes, then ENOSPC) leave no
+    fragment: every line of the log parses, every capture reported kept is in it, each cut
+    one is a `disk_full` miss, and the records written after space comes back are whole."""
+    import errno
+    import os
+
+    from wastesort.field import capture as module
+
+    real_write, cut = os.write, {"on": False, "full": False}
+
+    def full_disk(fd, data):
+        if cut["full"]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        if cut["on"]:  # this write fits in part; the next one finds no room at all
+            cut["full"] = True
+            return real_write(fd, bytes(data[: max(1, len(data) // 2)]))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(module.os, "write", full_disk)
+    cap = capture(tmp_path / "inbox", mb=100)
+    kept = []
+    for i in range(12):
+        cut["on"] = cut["full"] = False
+        cut["on"] = i % 3 == 1  # every third answer meets a full disk
+        photo = g.jpeg(seed=100 + i % 4)  # repeats: only the record is written for these
+        kept.append(cap.keep(photo, answer(confidence=0.5 + i / 100)))
+    lines = (tmp_path / "inbox" / "capture.jsonl").read_bytes().split(b"\n")
+    assert lines[-1] == b""  # ends with a whole line
+    records = [json.loads(line) for line in lines[:-1]]
+    assert [r["confidence"] for r in records] == [0.5 + i / 100 for i in range(12) if kept[i]]
+    assert kept.count(False) == 4 and cap.missed["disk_full"] == 4
+    assert not list((tmp_path / "inbox").rglob(".*.part"))
+
+
+def test_a_torn_tail_from_an_older_version_loses_no_record(tmp_path):
+    """An older version could leave a record torn with no newline, and glued the next one to
+    it: that record is read back, and the next one written goes on a line of its own."""
+    folder = tmp_path / "inbox"
+    cap = capture(folder)
+    assert cap.keep(g.jpeg(seed=1), answer(confidence=0.81))
+    log = folder / "capture.jsonl"
+    whole = log.read_text()
+    glued = whole.strip()[:40] + whole  # a torn record, then a whole one on the same line
+    log.write_text(whole + glued + whole.strip()[:30])  # ... and a torn tail
+    assert [r["confidence"] for r in read_log(folder)] == [0.81, 0.81]
+    fresh = capture(folder)  # the service started again on the old log
+    assert fresh.keep(g.jpeg(seed=2), answer(confidence=0.82))
+    assert [r["confidence"] for r in read_log(folder)] == [0.81, 0.81, 0.82]
+    assert log.read_text().endswith("}\n")

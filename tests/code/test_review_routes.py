@@ -68,8 +68,10 @@ def site(tmp_path, monkeypatch):
         return TestClient(webui.app)
 
     make.folder, make.photos, make.root = folder, photos, tmp_path
+    review.WRONG.clear()
     yield make
     review.settings.cache_clear()
+    review.WRONG.clear()
 
 
 def bearer(token: str = TOKEN) -> dict[str, str]:
@@ -292,3 +294,42 @@ def test_a_long_inbox_is_listed_a_page_at_a_time(site):
     for bad in ("0", "1001", "-1", "two"):
         resp = client.get("/review/items", headers=bearer(), params={"limit": bad})
         assert resp.status_code == 400 and resp.json()["error"].startswith("limit: ")
+
+
+def test_a_link_in_the_capture_folder_is_never_followed_out_of_it(site):
+    """A symlink placed among the captured photos, to a file outside the folder, is a 404;
+    one to a photo in the same folder serves that photo."""
+    client = site()
+    outside = site.root / "secret.txt"
+    (site.folder / "uncertain" / "leak.jpg").symlink_to(outside)
+    (site.folder / "uncertain" / "up.jpg").symlink_to("../../secret.txt")
+    for name in ("leak.jpg", "up.jpg"):
+        resp = client.get(f"/review/photo/uncertain/{name}", headers=bearer())
+        assert resp.status_code == 404 and "not for the page" not in resp.text, name
+    photo = next(p for p in (site.folder / "uncertain").glob("*.jpg") if not p.is_symlink())
+    (site.folder / "uncertain" / "same.jpg").symlink_to(photo.name)
+    resp = client.get("/review/photo/uncertain/same.jpg", headers=bearer())
+    assert resp.status_code == 200 and resp.content == photo.read_bytes()
+
+
+def test_guessing_the_token_is_refused_for_a_while(site, monkeypatch):
+    """MAX_WRONG wrong tokens from one client within WINDOW seconds: then 429 with Retry-After,
+    even for the right token, until the first wrong one is WINDOW old."""
+    now = [1000.0]
+    monkeypatch.setattr(review, "clock", lambda: now[0])
+    client = site()
+    for i in range(review.MAX_WRONG):
+        now[0] += 1
+        assert client.get("/review/items", headers=bearer(f"guess{i}")).status_code == 401
+    for token in ("guess-again", TOKEN):
+        refused = client.get("/review/items", headers=bearer(token))
+        assert refused.status_code == 429 and refused.json()["code"] == "too_many_attempts"
+        wait = int(refused.headers["retry-after"])
+        assert 0 < wait <= review.WINDOW and f"{wait} s" in refused.json()["error"]
+    assert client.get("/review", params={"token": TOKEN}).status_code == 429  # the page too
+    now[0] += wait
+    assert client.get("/review/items", headers=bearer()).status_code == 200
+    # wrong tokens spread wider than the window never add up to a refusal
+    for i in range(3 * review.MAX_WRONG):
+        now[0] += review.WINDOW / (review.MAX_WRONG - 1)
+        assert client.get("/review/items", headers=bearer("nope")).status_code == 401

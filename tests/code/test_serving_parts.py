@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 import threading
 import time
@@ -81,7 +82,9 @@ def test_batcher_hands_a_model_error_to_the_waiting_request():
 seen_field: list = [None]
 
 
-def call_guard(body: bytes, content_type: str) -> tuple[int, bytes, bytes]:
+def call_guard(
+    body: bytes, content_type: str, path: str = "/predict", sent: list | None = None
+) -> tuple[int, bytes, bytes]:
     seen = {}
 
     async def app(scope, receive, send):
@@ -91,8 +94,14 @@ def call_guard(body: bytes, content_type: str) -> tuple[int, bytes, bytes]:
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"ok"})
 
-    guard = UploadGuard(app, {"/predict": ("file", "image")}, {"/predict": 10**6})
-    sent = []
+    guard = UploadGuard(
+        app,
+        {"/predict": ("file", "image"), "/batch": ("images",)},
+        {"/predict": 10**6, "/batch": 10**6},
+        max_files={"/batch": (3, "serve.max_images_per_request")},
+        no_input=("/about",),
+    )
+    sent = [] if sent is None else sent
 
     async def receive():
         return {"type": "http.request", "body": body, "more_body": False}
@@ -103,7 +112,7 @@ def call_guard(body: bytes, content_type: str) -> tuple[int, bytes, bytes]:
     scope = {
         "type": "http",
         "method": "POST",
-        "path": "/predict",
+        "path": path,
         "headers": [
             (b"content-type", content_type.encode()),
             (b"content-length", str(len(body)).encode()),
@@ -137,3 +146,62 @@ def test_guard_renames_the_alternative_field_for_the_api():
     assert status == 200 and b'name="file"' in body
     status, _, _ = call_guard(*multipart("photo", b"abc"))
     assert status == 400
+
+
+def multipart_files(field: str, n: int) -> tuple[bytes, str]:
+    parts = b"".join(
+        f'--XyZ\r\nContent-Disposition: form-data; name="{field}"; filename="{i}.jpg"\r\n'
+        f"Content-Type: image/jpeg\r\n\r\nabc\r\n".encode()
+        for i in range(n)
+    )
+    return parts + b"--XyZ--\r\n", "multipart/form-data; boundary=XyZ"
+
+
+def test_guard_bounds_the_files_per_request():
+    assert call_guard(*multipart_files("images", 3), path="/batch")[0] == 200
+    sent: list = []
+    status, body, _ = call_guard(*multipart_files("images", 4), path="/batch", sent=sent)
+    assert status == 413 and body == b""  # the API never saw it
+    error = json.loads(sent[1]["body"])
+    assert error == {
+        "error": "images: 4 files in one request, over the limit of 3 "
+        "(serve.max_images_per_request)",
+        "code": "too_many",
+    }
+
+
+def test_guard_hands_a_route_without_input_an_empty_json_body():
+    """/about takes nothing: whatever is sent (a multipart type with no boundary made BentoML
+    answer 500) reaches it as an empty JSON body."""
+    for content_type in ("multipart/form-data", "text/plain", "application/json"):
+        status, body, length = call_guard(b"--junk", content_type, path="/about")
+        assert (status, body, length) == (200, b"{}", b"2")
+
+
+def test_the_configured_limits_are_the_ones_named():
+    """Past Pillow's own bomb limit (about 179 megapixels) the message still names ours; an
+    image under the minimum side is refused before decoding."""
+    with pytest.raises(images.ImageRejected) as bomb:
+        images.decode(g.png_header(20_000, 20_000), 25_000_000)
+    assert bomb.value.code == "bomb"
+    assert bomb.value.reason == (
+        "decompression bomb: 400,000,000 pixels, over the limit of 25,000,000"
+    )
+    with pytest.raises(images.ImageRejected) as small:
+        preprocess.load_for_model(g.jpeg(40, 20), 10**8, 224, min_side=32)
+    assert small.value.code == "too_small"
+    assert small.value.reason == "image of 40x20 pixels is under the minimum side of 32 px"
+    assert preprocess.load_for_model(g.jpeg(40, 32), 10**8, 224, min_side=32).shape == (224, 224, 3)
+
+
+def test_the_model_never_runs_more_than_max_batch_size_at_once():
+    seen = []
+
+    def model(batch):
+        seen.append(len(batch))
+        return batch[:, :1] + 1
+
+    rows = np.arange(20, dtype=np.float32).reshape(20, 1).repeat(3, axis=1)
+    out = Batcher(model, max_batch_size=8)(rows)
+    assert np.array_equal(out[:, 0], np.arange(20) + 1)  # every row answered, in order
+    assert seen[-3:] == [8, 8, 4]

@@ -217,6 +217,40 @@ def test_server_survives_bad_input(server, pipeline_repo):
     assert classify(server, photo(pipeline_repo).read_bytes()).status_code == 200
 
 
+def test_hostile_requests_get_a_4xx_naming_the_setting_never_a_500(server):
+    """What a hostile tester found (issue 36): each now a one-line 4xx, or the answer."""
+    about = requests.post(
+        f"{server}/about", data=b"--x", headers={"Content-Type": "multipart/form-data"}, timeout=30
+    )  # a multipart type with no boundary made /about answer 500
+    assert about.status_code == 200 and about.json()["labels"] == LABELS
+    many = [("images", (f"{i}.jpg", g.jpeg(40, 40, seed=i))) for i in range(33)]
+    resp = requests.post(f"{server}/classify_batch", files=many, timeout=60)
+    assert resp.status_code == 413 and resp.json() == {
+        "error": "images: 33 files in one request, over the limit of 32 "
+        "(serve.max_images_per_request)",
+        "code": "too_many",
+    }
+    assert requests.post(f"{server}/classify_batch", files=many[:32], timeout=60).ok
+    cases = [
+        (
+            g.png(1, 1),
+            422,
+            "too_small",
+            "image: image of 1x1 pixels is under the minimum side of 32 px (validate.min_side)",
+        ),
+        (
+            g.png_header(20_000, 20_000),
+            413,
+            "bomb",
+            "image: decompression bomb: 400,000,000 "
+            "pixels, over the limit of 25,000,000 (serve.max_pixels)",
+        ),
+    ]
+    for data, status, code, error in cases:
+        resp = classify(server, data, "x.png")
+        assert (resp.status_code, resp.json()) == (status, {"error": error, "code": code})
+
+
 def test_batch_matches_single(server, pipeline_repo):
     files = [photo(pipeline_repo, c) for c in LABELS]
     resp = requests.post(

@@ -8,6 +8,8 @@ the miss (``Capture.missed``, and the service's ``wastesort_capture_missed_total
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import hashlib
 import json
 import logging
@@ -176,7 +178,7 @@ class Capture:
         return True
 
     def _append(self, record: dict[str, Any]) -> None:
-        """``append_line`` on a descriptor kept open (opening costs as much as writing the
+        """``append_whole`` on a descriptor kept open (opening costs as much as writing the
         photo); opened again when the log was deleted or a write failed."""
         fd = self._log_fd
         if fd is not None and os.fstat(fd).st_nlink == 0:
@@ -184,10 +186,10 @@ class Capture:
             fd = self._log_fd = None
         if fd is None:
             self.folder.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.folder / LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            fd = os.open(self.folder / LOG, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
             self._log_fd = fd
         try:
-            os.write(fd, (json.dumps(record, separators=(",", ":")) + "\n").encode())
+            append_whole(fd, (json.dumps(record, separators=(",", ":")) + "\n").encode())
         except OSError:
             os.close(fd)
             self._log_fd = None
@@ -240,31 +242,74 @@ def scandir(folder: Path) -> list[os.DirEntry]:
         return []
 
 
-def append_line(path: Path, record: dict[str, Any]) -> None:
-    """One JSON line, appended with a single write (O_APPEND: lines of several service
-    workers never interleave)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = (json.dumps(record, separators=(",", ":")) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+def append_whole(fd: int, data: bytes, header: bytes = b"") -> None:
+    """Append one line to the log open at ``fd`` (O_RDWR | O_APPEND) whole or not at all,
+    after ``header`` if the log is empty (a CSV's).
+
+    Under an exclusive ``flock`` (every service worker appends to the same log): a write cut
+    short (a full disk) is truncated back to where the log ended and raises, so the record is
+    a miss, never a fragment the next record would be glued to; a log whose last line an older
+    version left torn gets its newline first.
+    """
+    fcntl.flock(fd, fcntl.LOCK_EX)
     try:
-        os.write(fd, data)
+        end = os.fstat(fd).st_size
+        if not end:
+            data = header + data
+        elif os.pread(fd, 1, end - 1) != b"\n":
+            data = b"\n" + data
+        written = 0
+        try:
+            while written < len(data):
+                n = os.write(fd, data[written:])
+                if n <= 0:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                written += n
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, end)  # shrinking needs no space
+            raise
     finally:
-        os.close(fd)
+        fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 def read_log(folder: Path) -> list[dict[str, Any]]:
-    """Every line of ``<folder>/capture.jsonl``; a broken line is skipped with a warning
-    naming its number (a crash mid-write leaves at most the last one torn)."""
+    """Every record of ``<folder>/capture.jsonl``. A line that does not parse is skipped with a
+    warning naming its number; where an older version's torn record had the next one glued to
+    it, the whole record at the end of the line is kept."""
     path = Path(folder) / LOG
     if not path.is_file():
         return []
     records = []
-    with path.open() as fh:
+    with path.open(errors="replace") as fh:
         for number, text in enumerate(fh, 1):
             if not text.strip():
                 continue
             try:
                 records.append(json.loads(text))
+                continue
             except json.JSONDecodeError:
+                pass
+            glued = whole_tail(text)
+            if glued is None:
                 log.warning("%s:%d: not a JSON line, skipped", path, number)
+            else:
+                records.append(glued[1])
+                log.warning("%s:%d: %d torn bytes before a record, skipped", path, number, glued[0])
     return records
+
+
+def whole_tail(text: str) -> tuple[int, dict[str, Any]] | None:
+    """(where it starts, the record) for the first ``{`` after the start of ``text`` from
+    which the rest of the line is one JSON object; None if there is none."""
+    start = text.find("{", 1)
+    while start != -1:
+        try:
+            record = json.loads(text[start:])
+        except json.JSONDecodeError:
+            start = text.find("{", start + 1)
+            continue
+        if isinstance(record, dict):
+            return start, record
+        start = text.find("{", start + 1)
+    return None

@@ -18,7 +18,7 @@ from typing import Any
 
 from wastesort.config import ConfigError, configured_classes, data_root, is_hidden
 from wastesort.field import FIELD, KINDS, LABELS_CSV
-from wastesort.field.capture import read_log
+from wastesort.field.capture import append_whole, read_log
 
 COLUMNS = [
     "time", "sha256", "decision", "class", "source", "answer", "confidence", "model_version",
@@ -151,14 +151,12 @@ def record(
         "who": who or getpass.getuser(),
         "file": target.relative_to(field_dir).as_posix() if target else "",
     }
-    text = io.StringIO()
-    writer = csv.DictWriter(text, COLUMNS, lineterminator="\n")
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    header, text = io.StringIO(), io.StringIO()
+    csv.DictWriter(header, COLUMNS, lineterminator="\n").writeheader()
+    csv.DictWriter(text, COLUMNS, lineterminator="\n").writerow(row)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        if os.fstat(fd).st_size == 0:
-            writer.writeheader()
-        writer.writerow(row)
-        os.write(fd, text.getvalue().encode())
+        append_whole(fd, text.getvalue().encode(), header.getvalue().encode())
     finally:
         os.close(fd)
 

@@ -21,6 +21,8 @@ STATUS_FOR = {
     "empty": HTTPStatus.BAD_REQUEST,
     "too_large": HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
     "bomb": HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+    "too_many": HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+    "too_small": HTTPStatus.UNPROCESSABLE_ENTITY,
     "not_image": HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
     "unsupported": HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
     "corrupt": HTTPStatus.UNPROCESSABLE_ENTITY,
@@ -37,6 +39,8 @@ class ServeConfig:
     max_upload_bytes: int
     max_pixels: int
     max_batch_size: int
+    max_images_per_request: int
+    min_side: int  # validate.min_side: the service refuses what the pipeline would
     workers: int
     tflite_threads: int
     streams: dict[str, str]
@@ -49,6 +53,7 @@ class ServeConfig:
     def load(cls, params_file: str | os.PathLike = "params.yaml") -> ServeConfig:
         params = load_params(params_file)
         serve, register = section(params, "serve"), section(params, "register")
+        validate = typed("validate", params.get("validate") or {})
         # WASTESORT_SERVE_MODEL overrides serve.model for one server (benchmarks, canaries)
         kind = str(os.environ.get("WASTESORT_SERVE_MODEL") or serve["model"])
         if kind not in MODEL_KINDS:
@@ -66,6 +71,8 @@ class ServeConfig:
             max_upload_bytes=int(float(serve["max_upload_mb"]) * 1024 * 1024),
             max_pixels=int(serve["max_pixels"]),
             max_batch_size=int(serve["max_batch_size"]),
+            max_images_per_request=int(serve["max_images_per_request"]),
+            min_side=int(validate.min_side),
             workers=int(serve["workers"]),
             tflite_threads=int(serve["tflite_threads"]),
             streams={str(k): str(v) for k, v in serve["streams"].items()},
@@ -96,9 +103,12 @@ def load_upload(
             "too_large",
         )
     try:
-        return preprocess.load_for_model(data, cfg.max_pixels, size)
+        return preprocess.load_for_model(data, cfg.max_pixels, size, cfg.min_side)
     except images.ImageRejected as exc:
-        raise images.ImageRejected(prefix + exc.reason, exc.code) from None
+        setting = {"bomb": " (serve.max_pixels)", "too_small": " (validate.min_side)"}
+        raise images.ImageRejected(
+            prefix + exc.reason + setting.get(exc.code, ""), exc.code
+        ) from None
 
 
 def describe(

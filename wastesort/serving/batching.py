@@ -1,5 +1,6 @@
 """Adaptive batching inside the serving process: requests that arrive while the model is busy
-run together as one batch (up to ``max_batch_size`` images); a lone request runs at once.
+run together as one batch (up to ``max_batch_size`` images, which is also the most the model
+runs at once: a larger request runs in slices); a lone request runs at once.
 
 The API threads decode and resize their uploads in parallel and hand only the resized arrays
 to one model thread, so nothing is pickled between processes and no request waits for a
@@ -49,7 +50,10 @@ class Batcher:
             jobs = self._take()
             try:
                 batch = np.concatenate([b for b, _ in jobs])
-                out = self._predict(batch)
+                m = self.max_batch_size  # the model never sees more at once
+                out = np.concatenate(
+                    [self._predict(batch[i : i + m]) for i in range(0, len(batch), m)]
+                )
             except Exception as exc:  # noqa: BLE001 - handed to every waiting request
                 for _, future in jobs:
                     future.set_exception(exc)

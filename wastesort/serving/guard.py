@@ -25,14 +25,20 @@ class UploadGuard:
         fields: dict[str, tuple[str, ...]],
         max_body_bytes: dict[str, int],
         on_reject=None,
+        max_files: dict[str, tuple[int, str]] | None = None,
+        no_input: tuple[str, ...] = (),
     ):
         self.app = app
         self.fields = fields  # route -> accepted form field names, the first one named in errors
         self.max_body_bytes = max_body_bytes  # route -> largest request accepted
         self.on_reject = on_reject  # called with the error code of each rejected request
+        self.max_files = max_files or {}  # route -> most files in one request (and setting)
+        self.no_input = no_input  # routes whose API takes nothing: a body is not parsed
 
     async def __call__(self, scope, receive, send):
         path = scope.get("path", "")
+        if scope["type"] == "http" and scope.get("method") == "POST" and path in self.no_input:
+            return await self.app(*self.without_body(scope, receive), send)
         if scope["type"] != "http" or scope.get("method") != "POST" or path not in self.fields:
             return await self.app(scope, receive, send)
         names = self.fields[path]
@@ -80,9 +86,17 @@ class UploadGuard:
             body.append(chunk)
             more = message.get("more_body", False)
         data = b"".join(body)
-        problem, sent = await self.form_problem(scope, data, names)
+        problem, sent, files = await self.form_problem(scope, data, names)
         if problem:
             return await self.reject(send, HTTPStatus.BAD_REQUEST, "bad_form", problem)
+        most, setting = self.max_files.get(path, (0, ""))
+        if most and files > most:
+            return await self.reject(
+                send,
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                "too_many",
+                f"{field}: {files} files in one request, over the limit of {most} ({setting})",
+            )
         if sent != field:
             data, scope = self.rename_field(scope, data, sent, field)
 
@@ -98,6 +112,33 @@ class UploadGuard:
         return await self.app(scope, replay, send)
 
     @staticmethod
+    def without_body(scope, receive):
+        """The request as an empty JSON one: BentoML would parse a body the API never reads
+        (and answer a multipart one with no boundary with a 500)."""
+        headers = [
+            (k, v)
+            for k, v in scope["headers"]
+            if k.lower() not in (b"content-type", b"content-length")
+        ]
+        headers += [(b"content-type", b"application/json"), (b"content-length", b"2")]
+        sent = False
+
+        async def empty():
+            nonlocal sent
+            if not sent:
+                sent = True
+                more = True
+                while more:  # the client's body, read and dropped
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return message
+                    more = message.get("more_body", False)
+                return {"type": "http.request", "body": b"{}", "more_body": False}
+            return await receive()
+
+        return {**scope, "headers": headers}, empty
+
+    @staticmethod
     def rename_field(scope, data: bytes, old: str, new: str) -> tuple[bytes, dict]:
         """The one part's ``name="old"`` as ``name="new"``, with the content length to match."""
         head_end = data.find(b"\r\n\r\n")
@@ -111,8 +152,11 @@ class UploadGuard:
         return data, {**scope, "headers": headers}
 
     @staticmethod
-    async def form_problem(scope, data: bytes, accepted: tuple[str, ...]) -> tuple[str | None, str]:
-        """What is wrong with the form (None: nothing) and the accepted field it used."""
+    async def form_problem(
+        scope, data: bytes, accepted: tuple[str, ...]
+    ) -> tuple[str | None, str, int]:
+        """What is wrong with the form (None: nothing), the accepted field it used and the
+        number of files in it."""
         from starlette.requests import Request
 
         async def once():
@@ -122,33 +166,41 @@ class UploadGuard:
         try:
             form = await Request(scope, receive=once).form()
         except Exception as exc:  # noqa: BLE001 - any multipart parse failure is the client's
-            return f"{field}: the multipart form cannot be parsed: {exc}", field
+            return f"{field}: the multipart form cannot be parsed: {exc}", field, 0
         try:
             names = list(form.keys())
             present = [n for n in accepted if n in names]
             if not present:
                 found = ", ".join(sorted(set(names))) or "none"
                 wanted = " or ".join(f"'{n}'" for n in accepted)
-                return f"{field}: no form field {wanted} (fields sent: {found})", field
+                return f"{field}: no form field {wanted} (fields sent: {found})", field, 0
             field = present[0]
             if len(present) > 1:
                 return (
                     f"{field}: send one photo, in one of the fields {', '.join(accepted)}",
                     field,
+                    0,
                 )
             unexpected = sorted(set(names) - {field})
             if unexpected:
                 return (
-                    f"{field}: unexpected form field(s) {', '.join(unexpected)}; "
-                    f"send the photo(s) in '{field}' only"
-                ), field
+                    (
+                        f"{field}: unexpected form field(s) {', '.join(unexpected)}; "
+                        f"send the photo(s) in '{field}' only"
+                    ),
+                    field,
+                    0,
+                )
             if any(isinstance(v, str) for v in form.getlist(field)):
                 return (
-                    f"{field}: must be a file upload (curl -F {field}=@photo.jpg), not text"
-                ), field
+                    (f"{field}: must be a file upload (curl -F {field}=@photo.jpg), not text"),
+                    field,
+                    0,
+                )
+            files = len(form.getlist(field))
         finally:
             await form.close()
-        return None, field
+        return None, field, files
 
     async def reject(self, send, status: HTTPStatus, code: str, message: str) -> None:
         if self.on_reject is not None:

@@ -19,6 +19,9 @@ import hmac
 import json
 import mimetypes
 import re
+import threading
+import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +48,12 @@ OFF = (
     "(or the WASTESORT_REVIEW_TOKEN environment variable) and restart the service"
 )
 PRIVATE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+#: Token guessing: a client (by address) whose wrong tokens reach MAX_WRONG within WINDOW
+#: seconds is refused (429, even with the right token) until the oldest of them is WINDOW old.
+MAX_WRONG, WINDOW = 10, 60.0
+WRONG: dict[str, deque[float]] = {}  # client address -> times of its recent wrong tokens
+WRONG_LOCK = threading.Lock()
+clock = time.monotonic  # tests move it on
 
 
 @dataclass(frozen=True)
@@ -108,8 +117,19 @@ def check(request: Request, html: bool = False) -> tuple[Response | None, Settin
         if html:
             return HTMLResponse(f"<!doctype html><p>{OFF}.</p>", 404, headers=PRIVATE), None
         return error(404, OFF, "review_off"), None
+    client = request.client.host if request.client else ""
+    wait = locked_out(client)
+    if wait:
+        return error(
+            429,
+            f"too many wrong review tokens from {client or 'this client'}: try again in {wait} s",
+            "too_many_attempts",
+            {"Retry-After": str(wait)},
+        ), None
     given = presented(request)
     if not given or not hmac.compare_digest(given.encode(), s.token.encode()):
+        with WRONG_LOCK:
+            WRONG.setdefault(client, deque(maxlen=MAX_WRONG)).append(clock())
         return error(
             401,
             "the review page needs its token: open /review?token=<serve.review_token>, "
@@ -118,6 +138,23 @@ def check(request: Request, html: bool = False) -> tuple[Response | None, Settin
             {"WWW-Authenticate": 'Bearer realm="wastesort review"'},
         ), None
     return None, s
+
+
+def locked_out(client: str) -> int:
+    """Seconds until ``client`` may try a token again (0: it may now)."""
+    now = clock()
+    with WRONG_LOCK:
+        times = WRONG.get(client)
+        if times is None:
+            return 0
+        while times and now - times[0] >= WINDOW:
+            times.popleft()
+        if not times:
+            del WRONG[client]
+            return 0
+        if len(times) < MAX_WRONG:
+            return 0
+        return max(1, int(WINDOW - (now - times[0]) + 0.999))
 
 
 def guarded(endpoint, html: bool = False, json_body: bool = False):
@@ -192,7 +229,7 @@ def photo(request: Request, s: Settings) -> Response:
     if not NAME.fullmatch(name):
         return error(400, f"name: {name!r} is not a captured photo's file name", "bad_name")
     folder = (s.capture_dir / kind).resolve()
-    path = folder / name
+    path = (folder / name).resolve()  # a link's target, which must be in the folder too
     if path.parent != folder or not path.is_file():
         return error(404, f"name: {name} is not in {kind}/ (decided already?)", "not_found")
     media = mimetypes.guess_type(name)[0] or "application/octet-stream"
