@@ -2,7 +2,8 @@
 
 Starts `bentoml serve` in a repo whose pipeline registered a champion, then
 sends, one after another: a real photo, a batch of 200 1x1 PNGs, a 49-megapixel PNG, eight of
-them in one batch, a 20,000 x 20,000 PNG header, and the real photo again; for each, the
+them in one batch, a 24-megapixel PNG and 32 phone-sized JPEGs in one batch (at the new
+limits), a 20,000 x 20,000 PNG header, and the real photo again; for each, the
 answer's status and code, its seconds and the worker's RSS after it (psutil, the largest
 process under the server).
 
@@ -57,11 +58,15 @@ def main() -> int:
     repo = args.repo.resolve()
     photo = next(p for p in sorted((repo / "rawdata").rglob("*.jpg")))
     big, tiny = png(7000, 7000), png(1, 1)  # 49 megapixels in a few kilobytes
+    phone = io.BytesIO()  # a 12-megapixel phone photo's size, as a JPEG
+    Image.open(photo).convert("RGB").resize((4032, 3024)).save(phone, "JPEG", quality=90)
     cases = [
         ("a real photo", "/classify", [("image", photo.read_bytes())]),
         ("200 1x1 PNGs", "/classify_batch", [("images", tiny)] * 200),
         ("a 49-megapixel PNG", "/classify", [("image", big)]),
         ("eight 49-megapixel PNGs", "/classify_batch", [("images", big)] * 8),
+        ("a 24-megapixel PNG", "/classify", [("image", png(6000, 4000))]),
+        ("32 12-megapixel JPEGs", "/classify_batch", [("images", phone.getvalue())] * 32),
         ("a 20,000 x 20,000 PNG header", "/classify", [("image", png_header(20_000, 20_000))]),
         ("a real photo again", "/classify", [("image", photo.read_bytes())]),
     ]
