@@ -8,7 +8,6 @@ the miss (``Capture.missed``, and the service's ``wastesort_capture_missed_total
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import hashlib
 import json
@@ -154,9 +153,7 @@ class Capture:
                 try:
                     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
                     try:
-                        view = memoryview(data)
-                        while view:
-                            view = view[os.write(fd, view) :]
+                        write_all(fd, data)
                     finally:
                         os.close(fd)
                     os.replace(temporary, target)  # atomic: a reader sees all of it or nothing
@@ -242,6 +239,13 @@ def scandir(folder: Path) -> list[os.DirEntry]:
         return []
 
 
+def write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until all of ``data`` is written (a full disk writes part, then raises)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 def append_whole(fd: int, data: bytes, header: bytes = b"") -> None:
     """Append one line to the log open at ``fd`` (O_RDWR | O_APPEND) whole or not at all,
     after ``header`` if the log is empty (a CSV's).
@@ -258,13 +262,8 @@ def append_whole(fd: int, data: bytes, header: bytes = b"") -> None:
             data = header + data
         elif os.pread(fd, 1, end - 1) != b"\n":
             data = b"\n" + data
-        written = 0
         try:
-            while written < len(data):
-                n = os.write(fd, data[written:])
-                if n <= 0:
-                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-                written += n
+            write_all(fd, data)
         except OSError:
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, end)  # shrinking needs no space
@@ -304,12 +303,9 @@ def whole_tail(text: str) -> tuple[int, dict[str, Any]] | None:
     which the rest of the line is one JSON object; None if there is none."""
     start = text.find("{", 1)
     while start != -1:
-        try:
+        with contextlib.suppress(json.JSONDecodeError):
             record = json.loads(text[start:])
-        except json.JSONDecodeError:
-            start = text.find("{", start + 1)
-            continue
-        if isinstance(record, dict):
-            return start, record
+            if isinstance(record, dict):
+                return start, record
         start = text.find("{", start + 1)
     return None
