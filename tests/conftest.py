@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -127,16 +128,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_http(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
+def wait_http(url: str, proc: subprocess.Popen, timeout: float = 120, log=None) -> None:
     import requests
 
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(
-                f"process exited early with {proc.returncode}: "
-                f"{proc.stdout.read() if proc.stdout else ''}"
-            )
+            if log is not None:
+                log.seek(0)
+            output = log.read() if log is not None else proc.stdout.read() if proc.stdout else ""
+            raise AssertionError(f"process exited early with {proc.returncode}: {output}")
         try:
             if requests.get(url, timeout=2).status_code < 500:
                 return
@@ -245,20 +246,23 @@ def repo_env(repo: Path, **extra: str) -> dict[str, str]:
 def serving(repo: Path, env: dict[str, str] | None = None):
     """A real `bentoml serve` in ``repo`` on a free port: its URL once ready; stopped after."""
     port = free_port()
-    proc = subprocess.Popen(
-        ["bentoml", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=repo,
-        env=env or repo_env(repo),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{url}/readyz", proc, timeout=240)
-        yield url
-    finally:
-        stop(proc)
+    # its log goes to a file: a pipe nobody reads fills after some hundred requests and then
+    # blocks the server
+    with tempfile.TemporaryFile("w+") as log:
+        proc = subprocess.Popen(
+            ["bentoml", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=repo,
+            env=env or repo_env(repo),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_http(f"{url}/readyz", proc, timeout=240, log=log)
+            yield url
+        finally:
+            stop(proc)
 
 
 @contextlib.contextmanager

@@ -205,3 +205,17 @@ def test_the_model_never_runs_more_than_max_batch_size_at_once():
     out = Batcher(model, max_batch_size=8)(rows)
     assert np.array_equal(out[:, 0], np.arange(20) + 1)  # every row answered, in order
     assert seen[-3:] == [8, 8, 4]
+
+
+def test_a_photo_part_without_a_file_name_is_read_as_a_file():
+    """RFC 7578 makes the file name optional: a part with an image type and none is the
+    photo; a text part of the same field is still refused."""
+    part = (
+        b'--XyZ\r\nContent-Disposition: form-data; name="file"\r\n'
+        b"Content-Type: image/png\r\n\r\nabc\r\n--XyZ--\r\n"
+    )
+    status, body, length = call_guard(part, "multipart/form-data; boundary=XyZ")
+    assert status == 200 and b'name="file"; filename="upload"' in body
+    assert body.endswith(b"\r\n\r\nabc\r\n--XyZ--\r\n") and int(length) == len(body)
+    text = part.replace(b"image/png", b"text/plain")
+    assert call_guard(text, "multipart/form-data; boundary=XyZ")[0] == 400

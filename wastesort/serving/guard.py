@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from http import HTTPStatus
 
 #: Set on a request whose field was renamed: the name the client used.
@@ -37,6 +38,8 @@ class UploadGuard:
 
     async def __call__(self, scope, receive, send):
         path = scope.get("path", "")
+        if scope["type"] == "http" and scope.get("method") == "GET" and path == "/docs.json":
+            return await self.app(scope, receive, self.spec_sender(send))
         if scope["type"] == "http" and scope.get("method") == "POST" and path in self.no_input:
             return await self.app(*self.without_body(scope, receive), send)
         if scope["type"] != "http" or scope.get("method") != "POST" or path not in self.fields:
@@ -86,6 +89,9 @@ class UploadGuard:
             body.append(chunk)
             more = message.get("more_body", False)
         data = b"".join(body)
+        named = self.files_named(data, content_type, names)
+        if named != data:
+            data, scope = named, self.with_length(scope, len(named))
         problem, sent, files = await self.form_problem(scope, data, names)
         if problem:
             return await self.reject(send, HTTPStatus.BAD_REQUEST, "bad_form", problem)
@@ -110,6 +116,89 @@ class UploadGuard:
             return await receive()
 
         return await self.app(scope, replay, send)
+
+    def spec_sender(self, send):
+        """``send`` for `/docs.json`: BentoML's spec, made to say what the guard does."""
+        start: dict = {}
+        chunks: list[bytes] = []
+
+        async def patched(message):
+            if message["type"] == "http.response.start":
+                start.update(message)
+                return None
+            chunks.append(message.get("body", b""))
+            if message.get("more_body", False):
+                return None
+            body = b"".join(chunks)
+            if start.get("status") == 200:
+                body = json.dumps(self.truthful(json.loads(body))).encode()
+            headers = [
+                (k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"
+            ]
+            headers.append((b"content-length", str(len(body)).encode()))
+            await send({**start, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return None
+
+        return patched
+
+    def truthful(self, spec: dict) -> dict:
+        """The upload routes' bodies required, one file field each (an array of 1 to
+        ``max_files`` for a batch route), nothing else; a route without input takes any body;
+        the 4xx answers the guard and the API send, declared with their JSON."""
+        error = {
+            "type": "object",
+            "required": ["error", "code"],
+            "properties": {"error": {"type": "string"}, "code": {"type": "string"}},
+        }
+        spec.setdefault("components", {}).setdefault("schemas", {})["UploadError"] = error
+        bentoml_400 = spec["components"]["schemas"].get("InvalidArgument")
+        if bentoml_400:  # BentoML sends its validation errors' detail as a list
+            bentoml_400["properties"]["detail"] = {}
+        ref = {"$ref": "#/components/schemas/UploadError"}
+        described = {
+            "400": "Bad Request: no body, or a form that is not one photo field",
+            "413": "Too large: bytes, pixels or files over serve.max_upload_mb, "
+            "serve.max_pixels or serve.max_images_per_request",
+            "415": "Not a multipart form, not an image or an unsupported format",
+            "422": "Corrupt or truncated image, or a side under validate.min_side",
+        }
+        for path, ops in spec.get("paths", {}).items():
+            op = ops.get("post")
+            if op is None:
+                continue
+            if path in self.no_input:
+                op["requestBody"] = {"required": False, "content": {"*/*": {"schema": {}}}}
+                continue
+            if path not in self.fields:
+                continue
+            form = op["requestBody"]["content"]["multipart/form-data"]
+            field_schema = form["schema"]["properties"][self.fields[path][0]]
+            (field_schema.get("items") or field_schema)["minLength"] = 1  # an empty file is a 400
+            if field_schema.get("type") == "array":
+                most = self.max_files.get(path, (0, ""))[0]
+                field_schema["minItems"] = 1
+                if most:
+                    field_schema["maxItems"] = most
+            form["encoding"] = {name: {"contentType": "image/*"} for name in self.fields[path]}
+            form["schema"] = {
+                "oneOf": [
+                    {
+                        "type": "object",
+                        "required": [name],
+                        "properties": {name: field_schema},
+                        "additionalProperties": False,
+                    }
+                    for name in self.fields[path]
+                ]
+            }
+            op["requestBody"]["required"] = True
+            for status, text in described.items():
+                op["responses"][status] = {
+                    "description": text,
+                    "content": {"application/json": {"schema": ref}},
+                }
+        return spec
 
     @staticmethod
     def without_body(scope, receive):
@@ -137,6 +226,37 @@ class UploadGuard:
             return await receive()
 
         return {**scope, "headers": headers}, empty
+
+    @staticmethod
+    def with_length(scope, length: int) -> dict:
+        headers = [
+            (k, str(length).encode()) if k.lower() == b"content-length" else (k, v)
+            for k, v in scope["headers"]
+        ]
+        return {**scope, "headers": headers}
+
+    @staticmethod
+    def files_named(data: bytes, content_type: str, names: tuple[str, ...]) -> bytes:
+        """Each part of a photo field that has a content type other than text but no file name
+        (RFC 7578 makes the name optional) given one, so it is read as the file it is."""
+        found = re.search(r'boundary="?([^";]+)"?', content_type)
+        if not found:
+            return data
+        delimiter = b"--" + found.group(1).encode("latin-1")
+        pieces = data.split(delimiter)
+        for i, piece in enumerate(pieces[1:], 1):
+            end = piece.find(b"\r\n\r\n")
+            head = piece[:end]
+            if end < 0 or b"filename=" in head.lower():
+                continue
+            kind = re.search(rb"\r\ncontent-type:[ \t]*([^\r\n]*)", head, re.I)
+            disposition = re.search(rb'content-disposition:[^\r\n]*name="([^"]*)"', head, re.I)
+            if not kind or kind.group(1).lower().startswith(b"text/") or not disposition:
+                continue
+            if disposition.group(1).decode("latin-1") in names:
+                at = disposition.end()
+                pieces[i] = head[:at] + b'; filename="upload"' + head[at:] + piece[end:]
+        return delimiter.join(pieces)
 
     @staticmethod
     def rename_field(scope, data: bytes, old: str, new: str) -> tuple[bytes, dict]:
