@@ -53,7 +53,10 @@ class WasteSort:
     def __init__(self) -> None:
         global METRICS
         self.champion = load_champion(CFG, CHAMPION, self.bento_model)
-        self.batcher = Batcher(self.champion.predict, CFG.max_batch_size)
+        # after a quiet spell the model gives back the memory of its largest batch
+        self.batcher = Batcher(
+            self.champion.predict, CFG.max_batch_size, on_idle=self.champion.model.release
+        )
         self.model_info = self.champion.info()
         self.metrics = METRICS = ServiceMetrics.create(self.model_info)
         self.capture = Capture.from_params(

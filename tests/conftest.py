@@ -242,9 +242,19 @@ def repo_env(repo: Path, **extra: str) -> dict[str, str]:
     return tool_env(**{"BENTOML_HOME": str(repo.parent / f"{repo.name}.bentoml"), **extra})
 
 
+class Served(str):
+    """A served service's URL, with what the server has logged so far (``log()``)."""
+
+    def log(self) -> str:
+        self.log_file.flush()
+        self.log_file.seek(0)
+        return self.log_file.read()
+
+
 @contextlib.contextmanager
 def serving(repo: Path, env: dict[str, str] | None = None):
-    """A real `bentoml serve` in ``repo`` on a free port: its URL once ready; stopped after."""
+    """A real `bentoml serve` in ``repo`` on a free port: its URL once ready (a `Served`);
+    stopped after."""
     port = free_port()
     # its log goes to a file: a pipe nobody reads fills after some hundred requests and then
     # blocks the server
@@ -257,7 +267,8 @@ def serving(repo: Path, env: dict[str, str] | None = None):
             stderr=subprocess.STDOUT,
             text=True,
         )
-        url = f"http://127.0.0.1:{port}"
+        url = Served(f"http://127.0.0.1:{port}")
+        url.log_file = log
         try:
             wait_http(f"{url}/readyz", proc, timeout=240, log=log)
             yield url

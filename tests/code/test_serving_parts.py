@@ -79,6 +79,32 @@ def test_batcher_hands_a_model_error_to_the_waiting_request():
         Batcher(broken, 4)(np.zeros((1, 3)))
 
 
+def test_the_batcher_calls_on_idle_once_per_quiet_spell_never_while_busy():
+    idle = []
+    batcher = Batcher(
+        lambda b: b, 4, on_idle=lambda: idle.append(time.monotonic()), idle_seconds=0.3
+    )
+    start = time.monotonic()
+    while time.monotonic() - start < 0.9:  # busy: a request every 0.05 s
+        batcher(np.zeros((1, 3)))
+        time.sleep(0.05)
+    assert idle == []
+    time.sleep(1.0)  # quiet: one call, after 0.3 s, then it waits for work
+    assert len(idle) == 1
+    batcher(np.zeros((1, 3)))
+    time.sleep(0.6)
+    assert len(idle) == 2
+
+
+def test_a_failing_on_idle_does_not_stop_the_batcher():
+    def broken():
+        raise RuntimeError("no")
+
+    batcher = Batcher(lambda b: b * 2, 4, on_idle=broken, idle_seconds=0.05)
+    time.sleep(0.2)
+    assert batcher(np.ones((1, 3))).tolist() == [[2.0, 2.0, 2.0]]
+
+
 seen_field: list = [None]
 
 

@@ -290,6 +290,8 @@ def test_the_openapi_schema_says_what_the_service_does(server, tmp_path):
     )
     assert result.returncode == 0, result.stdout[-4000:]
     assert "8 passed" in result.stdout  # every operation was tested
+    log = server.log()
+    assert "Traceback" not in log, log[log.index("Traceback") - 2000 :][:6000]
 
 
 def test_batch_matches_single(server, pipeline_repo):
@@ -585,3 +587,76 @@ def test_the_local_registry_is_read_as_mlflow_reads_it(pipeline_repo, tmp_path):
     assert from_sqlite_registry(SimpleNamespace(model_name="wastesort", alias="other"), uri) is None
     assert from_sqlite_registry(cfg, "postgresql://127.0.0.1/mlflow") is None
     assert from_sqlite_registry(cfg, f"sqlite:///{tmp_path / 'absent.db'}") is None
+
+
+def server_workers(url: str) -> list:
+    """The processes of the `bentoml serve` at ``url`` that run the model (LiteRT loaded)."""
+    import psutil
+
+    port = url.rsplit(":", 1)[1]
+    family = {}
+    for p in psutil.process_iter(["cmdline"]):
+        if "serve" in (cmd := p.info["cmdline"] or []) and port in cmd:
+            family.update({q.pid: q for q in [p, *p.children(recursive=True)]})
+    return [
+        p
+        for pid, p in family.items()
+        if p.is_running() and "ai_edge_litert" in Path(f"/proc/{pid}/maps").read_text()
+    ]
+
+
+def answers_counted(url: str) -> float:
+    metrics = requests.get(f"{url}/metrics", timeout=30).text
+    return sum(
+        float(m) for m in re.findall(r"^wastesort_answers_total\{[^}]*\} (\S+)$", metrics, re.M)
+    )
+
+
+def test_a_killed_worker_costs_only_its_requests_in_flight(pipeline_repo):
+    """`kill -9` of one of the two workers under four clients: at most the four requests in
+    flight fail (never a wrong answer), a new worker takes its place and answers, and the dead
+    worker's answers stay counted in /metrics."""
+    import os
+    import signal
+    import threading
+    import time
+
+    data = photo(pipeline_repo).read_bytes()
+    with serving(pipeline_repo) as url:
+        workers = server_workers(url)
+        assert len(workers) == 2, workers  # serve.workers
+        ok, failed, stop_at = [], [], [time.time() + 600]
+
+        def client():
+            session = requests.Session()
+            while time.time() < stop_at[0]:
+                try:
+                    resp = session.post(
+                        f"{url}/classify", files={"image": ("a.jpg", data)}, timeout=60
+                    )
+                    (ok if resp.status_code == 200 else failed).append(resp.status_code)
+                except requests.RequestException as exc:
+                    failed.append(type(exc).__name__)
+                    session = requests.Session()
+
+        threads = [threading.Thread(target=client) for _ in range(4)]
+        for t in threads:
+            t.start()
+        while len(ok) < 40:  # under load
+            time.sleep(0.05)
+        os.kill(workers[0].pid, signal.SIGKILL)
+        killed_at = len(ok)
+        deadline = time.time() + 120
+        while time.time() < deadline and not (
+            len(server_workers(url)) == 2 and len(ok) > killed_at + 80
+        ):
+            time.sleep(0.2)
+        stop_at[0] = 0
+        for t in threads:
+            t.join()
+        replaced = server_workers(url)
+        assert len(replaced) == 2 and workers[0].pid not in {p.pid for p in replaced}
+        assert len(ok) > killed_at + 80  # the service went on answering
+        assert len(failed) <= 4, failed  # one request in flight per client, at most
+        counted = answers_counted(url)
+        assert len(ok) <= counted <= len(ok) + len(failed)

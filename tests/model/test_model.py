@@ -273,6 +273,12 @@ def test_a_landscape_input_runs_through_the_model_and_its_tflite_file(name, tmp_
     lite = LiteModel(export.to_float32(loaded))
     assert lite.input_size == (48, 64)
     np.testing.assert_allclose(lite.predict(resize_batch(list(images), (48, 64))), got, atol=1e-4)
+    # the arena of the two-row batch is given back; the fresh interpreter answers the same
+    assert lite.release()
+    np.testing.assert_allclose(
+        lite.predict(resize_batch(list(images[:1]), (48, 64))), got[:1], atol=1e-4
+    )
+    assert not lite.release()  # a one-row arena is kept
 
 
 def test_features_refuses_a_swapped_input_size_before_any_work(tmp_path, monkeypatch, capsys):

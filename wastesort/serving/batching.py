@@ -1,6 +1,8 @@
 """Adaptive batching inside the serving process: requests that arrive while the model is busy
 run together as one batch (up to ``max_batch_size`` images, which is also the most the model
-runs at once: a larger request runs in slices); a lone request runs at once.
+runs at once: a larger request runs in slices); a lone request runs at once. After
+``idle_seconds`` with nothing to do it calls ``on_idle`` (the service gives back the memory
+of a large batch there).
 
 The API threads decode and resize their uploads in parallel and hand only the resized arrays
 to one model thread, so nothing is pickled between processes and no request waits for a
@@ -18,9 +20,16 @@ import numpy as np
 
 
 class Batcher:
-    def __init__(self, predict: Callable[[np.ndarray], np.ndarray], max_batch_size: int):
+    def __init__(
+        self,
+        predict: Callable[[np.ndarray], np.ndarray],
+        max_batch_size: int,
+        on_idle: Callable[[], object] | None = None,
+        idle_seconds: float = 5.0,
+    ):
         self._predict = predict
         self.max_batch_size = max(1, int(max_batch_size))
+        self._on_idle, self._idle_seconds = on_idle, idle_seconds
         self._queue: queue.SimpleQueue[tuple[np.ndarray, Future]] = queue.SimpleQueue()
         self.batch_sizes: list[int] = []  # recent batch sizes, for the benchmark and tests
         threading.Thread(target=self._run, name="wastesort-batcher", daemon=True).start()
@@ -33,8 +42,19 @@ class Batcher:
         self._queue.put((batch, future))
         return future.result()
 
+    def _next(self) -> tuple[np.ndarray, Future]:
+        if self._on_idle is not None:
+            try:
+                return self._queue.get(timeout=self._idle_seconds)
+            except queue.Empty:
+                try:
+                    self._on_idle()
+                except Exception:  # noqa: BLE001, S110 - a failed clean-up must not stop serving
+                    pass
+        return self._queue.get()
+
     def _take(self) -> list[tuple[np.ndarray, Future]]:
-        jobs = [self._queue.get()]
+        jobs = [self._next()]
         size = len(jobs[0][0])
         while size < self.max_batch_size:
             try:
