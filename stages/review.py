@@ -17,19 +17,13 @@ def main() -> None:
     root = config.data_root(params)
     data = review.load_originals(FEATURES)
     stage.load_tensorflow()
-    from wastesort.model import BackboneSpec, build_classifier, cache_model
+    from wastesort.model import BackboneSpec, build_classifier
 
-    spec = BackboneSpec.from_params(backbone_cfg, {"layers": 0})  # the whole backbone frozen
-    extractor = cache_model(build_classifier(2, spec))
-    feats = review.frozen_features(
-        extractor,
-        data["features"],
-        root,
-        data["paths"],
-        spec.image_size,
-        max_pixels,
-        int(backbone_cfg["batch_size"]),
-    )
+    # the backbone above the cache's cut, still with its ImageNet weights: the cached rows
+    # run through it, and no photo is decoded again
+    spec = BackboneSpec.from_params(backbone_cfg, config.section(params, "finetune"))
+    pooler = build_classifier(2, spec).pooler
+    feats = review.frozen_features(pooler, data["features"], int(backbone_cfg["batch_size"]))
     table, metrics = review.review(feats, data, cfg)
     review.write_report(root, table, metrics, int(cfg["top"]), REPORT_DIR, max_pixels)
     artifacts.write_json(METRICS, metrics)

@@ -91,39 +91,58 @@ def test_missing_or_foreign_feature_cache_is_named(tmp_path):
 
 
 class MeanPool:
-    """Stands in for the frozen backbone: the mean colour of each image."""
+    """Stands in for the frozen backbone above the cut: the mean of each row's pixels."""
+
+    def __init__(self):
+        self.seen = []
 
     def predict(self, batch, batch_size, verbose):
+        self.seen.append(batch.dtype)
         return np.asarray(batch, np.float32).mean(axis=(1, 2))
 
 
-def test_features_from_cached_images_pooled_features_or_the_raw_files(tmp_path):
+def test_features_from_cached_images_activations_or_pooled_features(tmp_path):
     root = photo_folders(tmp_path, {"a": 2})
     paths = np.array(["a/a_00.jpg", "a/a_01.jpg"])
     decoded = features.load_resized(root, list(paths), 32, 10**7)
     cached = decoded.round().astype(np.uint8)
-    from_images = review.frozen_features(MeanPool(), [cached], root, paths, 32, 10**7, 8)
+    pool = MeanPool()
+    from_images = review.frozen_features(pool, [cached], 8)
     np.testing.assert_allclose(from_images, decoded.mean(axis=(1, 2)), atol=0.5)
+    assert pool.seen == [np.float32]  # uint8 images are handed over as float32
     # the same from the on-disk cache, split in two parts as load_originals gives it
     data = {"features": cached, "labels": paths, "paths": paths, "variants": np.zeros(2)}
     features.save(tmp_path / "cache", "train", data)
     rows = features.load(tmp_path / "cache", "train")["features"]
     np.testing.assert_array_equal(
-        review.frozen_features(
-            MeanPool(), [rows.subset([0]), rows.subset([1])], root, paths, 32, 10**7, 8
-        ),
-        from_images,
+        review.frozen_features(MeanPool(), [rows.subset([0]), rows.subset([1])], 8), from_images
     )
     pooled = np.arange(6, dtype=np.float16).reshape(2, 3)
-    np.testing.assert_array_equal(
-        review.frozen_features(None, [pooled], root, paths, 32, 10**7, 8), pooled
-    )
-    activations = np.zeros((2, 4, 4, 96), np.float16)  # inside the backbone: decode anew
+    np.testing.assert_array_equal(review.frozen_features(None, [pooled], 8), pooled)
+    # activations inside the backbone go through the layers above the cut as they are
+    activations = np.arange(2 * 4 * 4 * 3, dtype=np.float16).reshape(2, 4, 4, 3)
     np.testing.assert_allclose(
-        review.frozen_features(
-            MeanPool(), [activations[:1], activations[1:]], root, paths, 32, 10**7, 8
-        ),
-        decoded.mean(axis=(1, 2)),
+        review.frozen_features(MeanPool(), [activations[:1], activations[1:]], 8),
+        activations.astype(np.float32).mean(axis=(1, 2)),
+    )
+
+
+def test_the_review_stage_pools_cached_activations_like_the_whole_frozen_backbone():
+    """The review's pooler on the trunk's cached activations gives the whole frozen backbone's
+    pooled features (what review decoded every photo again for before)."""
+    from wastesort.model import BackboneSpec, build_classifier, cache_model
+
+    images = np.random.default_rng(5).integers(0, 256, (3, 48, 48, 3)).astype(np.float32)
+    cut = build_classifier(2, BackboneSpec((48, 48), None, 20, "mobilenet_v2"), seed=1)
+    whole = cache_model(
+        build_classifier(2, BackboneSpec((48, 48), None, 0, "mobilenet_v2"), seed=1)
+    )
+    activations = cut.trunk.predict(images, verbose=0).astype(np.float16)  # as the cache holds them
+    np.testing.assert_allclose(
+        review.frozen_features(cut.pooler, [activations], 8),
+        whole.predict(images, verbose=0),
+        rtol=0.02,
+        atol=0.02,
     )
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from wastesort import artifacts, features, preprocess
+from wastesort import artifacts, features
 from wastesort.config import ConfigError, typed
 from wastesort.data.gallery import plot_grid
 
@@ -56,40 +56,23 @@ def load_originals(feature_dir: Path) -> dict[str, Any]:
     return out
 
 
-def frozen_features(
-    extractor,
-    cached: list,
-    root: Path,
-    paths: np.ndarray,
-    size: preprocess.Size,
-    max_pixels: int,
-    batch_size: int,
-) -> np.ndarray:
-    """Pooled features of each image from ``extractor`` (resized image in, pooled features out).
+def frozen_features(pooler, cached: list, batch_size: int) -> np.ndarray:
+    """Pooled frozen-backbone features of each cached row: ``pooler`` is the backbone above the
+    cache's cut with its ImageNet weights, and global pooling (``Classifier.pooler`` of a model
+    built with the cache's ``finetune.layers``), so no photo is decoded again.
 
     ``cached`` holds, per split, the cache's rows (arrays or ``features.Rows``): the resized
-    images (finetune.layers: all; run through the extractor), the frozen pooled features
-    themselves (finetune.layers: 0; used as they are), or activations inside the backbone (any
-    other cut; the images are then decoded anew from ``root``). ``paths`` lists the images of
-    all of them in order. Memory holds one chunk of images at a time."""
-    out, offset = [], 0
+    images (finetune.layers: all), activations inside the backbone (any other cut), both run
+    through ``pooler``, or the frozen pooled features themselves (finetune.layers: 0; used as
+    they are). Memory holds one chunk at a time."""
+    out = []
     for rows in cached:
         if rows.ndim == 2:
             out.append(np.asarray(rows, np.float32))
-            offset += len(rows)
             continue
-        is_images = rows.dtype == np.uint8 and rows.shape[1:] == (*preprocess.hw(size), 3)
         for start in range(0, len(rows), CHUNK):
-            stop = min(start + CHUNK, len(rows))
-            batch = (
-                np.asarray(rows[start:stop], np.float32)
-                if is_images
-                else features.load_resized(
-                    root, list(paths[offset + start : offset + stop]), size, max_pixels
-                )
-            )
-            out.append(extractor.predict(batch, batch_size=batch_size, verbose=0))
-        offset += len(rows)
+            batch = np.asarray(rows[start : start + CHUNK], np.float32)
+            out.append(pooler.predict(batch, batch_size=batch_size, verbose=0))
     if not out:
         return np.zeros((0, 0), np.float32)
     return np.concatenate(out).astype(np.float32)
