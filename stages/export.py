@@ -39,10 +39,7 @@ def main() -> None:
     keras_accuracy = float(np.mean(reference == truth))
 
     OUT.mkdir(exist_ok=True)
-    blobs = {
-        "float32": export.to_float32(predictor.model),
-        "int8": export.to_int8(predictor.model, representative),
-    }
+    blobs = export.to_tflite(predictor.model, representative)
     results, metrics = (
         {},
         {

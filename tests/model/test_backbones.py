@@ -191,9 +191,14 @@ def test_each_backbone_classifies_raw_pixels_and_exports_with_int8_parity(name):
     assert keras_p.shape == (6, 3)
     np.testing.assert_allclose(keras_p.sum(1), 1, atol=1e-5)
     resized = preprocess.resize_batch(list(raw), 32)
-    float32 = LiteModel(export.to_float32(clf.model))
+    files = export.to_tflite(clf.model, resized)  # what the export stage writes
+    float32 = LiteModel(files["float32"])
     np.testing.assert_allclose(float32.predict(resized), keras_p, atol=1e-4)
-    int8 = LiteModel(export.to_int8(clf.model, resized))
+    int8 = LiteModel(files["int8"])
     got = int8.predict(resized)
     assert got.shape == (6, 3)
     assert np.abs(got - keras_p).max() < 0.05
+    # one file at a time, from the Keras model: the same answers
+    np.testing.assert_array_equal(
+        LiteModel(export.to_int8(clf.model, resized)).predict(resized), got
+    )
