@@ -623,7 +623,9 @@ def test_a_killed_worker_costs_only_its_requests_in_flight(pipeline_repo):
 
     data = photo(pipeline_repo).read_bytes()
     with serving(pipeline_repo) as url:
-        workers = server_workers(url)
+        deadline = time.time() + 120  # ready when one worker is: the other may still load
+        while len(workers := server_workers(url)) < 2 and time.time() < deadline:
+            time.sleep(0.5)
         assert len(workers) == 2, workers  # serve.workers
         ok, failed, stop_at = [], [], [time.time() + 600]
 
