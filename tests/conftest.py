@@ -242,6 +242,35 @@ def repo_env(repo: Path, **extra: str) -> dict[str, str]:
     return tool_env(**{"BENTOML_HOME": str(repo.parent / f"{repo.name}.bentoml"), **extra})
 
 
+def samples(text: str) -> dict[str, list]:
+    """Prometheus exposition text: metric sample name -> [(labels, value)]."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, list] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out.setdefault(s.name, []).append((s.labels, s.value))
+    return out
+
+
+def total(found: dict[str, list], name: str, **labels: str) -> float:
+    return sum(
+        v for lab, v in found.get(name, []) if all(lab.get(k) == w for k, w in labels.items())
+    )
+
+
+def server_processes(url: str) -> dict:
+    """pid -> process of the `bentoml serve` at ``url`` and every process under it."""
+    import psutil
+
+    port = url.rsplit(":", 1)[1]
+    family = {}
+    for p in psutil.process_iter(["cmdline"]):
+        if "serve" in (cmd := p.info["cmdline"] or []) and port in cmd:
+            family.update({q.pid: q for q in [p, *p.children(recursive=True)]})
+    return family
+
+
 class Served(str):
     """A served service's URL, with what the server has logged so far (``log()``)."""
 

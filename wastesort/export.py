@@ -53,15 +53,16 @@ def _quiet():
 
 
 def _convert(make_converter) -> bytes:
+    """The file ``make_converter()``'s converter writes, made inside ``_quiet`` (making a
+    converter from a concrete function logs too)."""
     with _quiet():
         return make_converter().convert()
 
 
 def frozen_graph(keras_model):
     """The fixed-size model traced once, its weights folded in as constants: a concrete
-    function both converters take as it is. Converting the Keras model instead writes and
-    reads a SavedModel for each file (decision 0021: 7 s against 32 s for both files of a
-    tiny model, the same answers)."""
+    function both converters take as it is, where converting the Keras model writes and reads
+    a SavedModel for each file (decision 0021)."""
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import (
         convert_variables_to_constants_v2,
@@ -76,28 +77,27 @@ def frozen_graph(keras_model):
 def to_tflite(keras_model, representative: np.ndarray) -> dict[str, bytes]:
     """Both files (``FILES``' kinds) from one trace of the model."""
     graph = frozen_graph(keras_model)
-    return {"float32": to_float32(graph), "int8": to_int8(graph, representative)}
+    return {"float32": _float32(graph), "int8": _int8(graph, representative)}
 
 
-def _graph(model):
-    return model if hasattr(model, "graph") else frozen_graph(model)
+def to_float32(keras_model) -> bytes:
+    return _float32(frozen_graph(keras_model))
 
 
-def to_float32(model) -> bytes:
-    """The float32 file of a Keras model (or of its ``frozen_graph``)."""
+def to_int8(keras_model, representative: np.ndarray) -> bytes:
+    """Full-integer post-training quantization, calibrated on ``representative`` (resized
+    images in [0, 255]); uint8 input and output, as microcontrollers and NPUs expect."""
+    return _int8(frozen_graph(keras_model), representative)
+
+
+def _float32(graph) -> bytes:
     import tensorflow as tf
 
-    graph = _graph(model)
     return _convert(lambda: tf.lite.TFLiteConverter.from_concrete_functions([graph]))
 
 
-def to_int8(model, representative: np.ndarray) -> bytes:
-    """Full-integer post-training quantization of a Keras model (or of its ``frozen_graph``),
-    calibrated on ``representative`` (resized images in [0, 255]); uint8 input and output, as
-    microcontrollers and NPUs expect."""
+def _int8(graph, representative: np.ndarray) -> bytes:
     import tensorflow as tf
-
-    graph = _graph(model)
 
     def converter():
         made = tf.lite.TFLiteConverter.from_concrete_functions([graph])

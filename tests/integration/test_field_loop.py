@@ -13,10 +13,18 @@ import pandas as pd
 import pytest
 import requests
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests import imagegen as g
-from tests.conftest import captured, copy_repo, read_only, repo_env, run, serving
+from tests.conftest import (
+    captured,
+    copy_repo,
+    read_only,
+    repo_env,
+    run,
+    samples,
+    serving,
+    total,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -30,21 +38,6 @@ def field_repo(pipeline_repo, tmp_path_factory) -> Path:
     (copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (copy / ".gitignore").write_text((copy / ".gitignore").read_text() + "/inbox/\n")
     return copy
-
-
-def samples(text: str) -> dict[str, list]:
-    """Prometheus exposition text: metric sample name -> [(labels, value)]."""
-    out: dict[str, list] = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            out.setdefault(s.name, []).append((s.labels, s.value))
-    return out
-
-
-def total(found: dict[str, list], name: str, **labels: str) -> float:
-    return sum(
-        v for lab, v in found.get(name, []) if all(lab.get(k) == w for k, w in labels.items())
-    )
 
 
 def test_capture_metrics_inbox_and_the_split(field_repo, tmp_path):

@@ -23,8 +23,11 @@ from tests.conftest import (
     free_port,
     repo_env,
     run,
+    samples,
+    server_processes,
     serving,
     stop,
+    total,
     wait_http,
 )
 
@@ -86,16 +89,8 @@ def test_predict_takes_file_or_image_like_flask_services(server, pipeline_repo):
 
 
 def test_no_tensorflow_in_any_server_process(server):
-    import psutil
-
-    port = server.rsplit(":", 1)[1]
-    procs = [
-        p
-        for p in psutil.process_iter(["cmdline"])
-        if "serve" in (cmd := p.info["cmdline"] or []) and port in cmd
-    ]
-    assert procs, "the bentoml serve process was not found"
-    family = {q.pid: q for p in procs for q in [p, *p.children(recursive=True)]}
+    family = server_processes(server)
+    assert family, "the bentoml serve process was not found"
     assert len(family) >= 2  # the CLI and its service worker
     for proc in family.values():
         maps = Path(f"/proc/{proc.pid}/maps").read_text()
@@ -591,24 +586,16 @@ def test_the_local_registry_is_read_as_mlflow_reads_it(pipeline_repo, tmp_path):
 
 def server_workers(url: str) -> list:
     """The processes of the `bentoml serve` at ``url`` that run the model (LiteRT loaded)."""
-    import psutil
-
-    port = url.rsplit(":", 1)[1]
-    family = {}
-    for p in psutil.process_iter(["cmdline"]):
-        if "serve" in (cmd := p.info["cmdline"] or []) and port in cmd:
-            family.update({q.pid: q for q in [p, *p.children(recursive=True)]})
     return [
         p
-        for pid, p in family.items()
+        for pid, p in server_processes(url).items()
         if p.is_running() and "ai_edge_litert" in Path(f"/proc/{pid}/maps").read_text()
     ]
 
 
 def answers_counted(url: str) -> float:
-    metrics = requests.get(f"{url}/metrics", timeout=30).text
-    return sum(
-        float(m) for m in re.findall(r"^wastesort_answers_total\{[^}]*\} (\S+)$", metrics, re.M)
+    return total(
+        samples(requests.get(f"{url}/metrics", timeout=30).text), "wastesort_answers_total"
     )
 
 
@@ -641,11 +628,15 @@ def test_a_killed_worker_costs_only_its_requests_in_flight(pipeline_repo):
                     failed.append(type(exc).__name__)
                     session = requests.Session()
 
-        threads = [threading.Thread(target=client) for _ in range(4)]
+        threads = [threading.Thread(target=client, daemon=True) for _ in range(4)]
         for t in threads:
             t.start()
-        while len(ok) < 40:  # under load
+        deadline = time.time() + 120
+        while len(ok) < 40 and time.time() < deadline:  # under load
             time.sleep(0.05)
+        if len(ok) < 40:
+            stop_at[0] = 0  # the clients stop before the test fails
+        assert len(ok) >= 40, failed
         os.kill(workers[0].pid, signal.SIGKILL)
         killed_at = len(ok)
         deadline = time.time() + 120

@@ -11,6 +11,7 @@ latency window to fill.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from collections.abc import Callable
@@ -47,10 +48,8 @@ class Batcher:
             try:
                 return self._queue.get(timeout=self._idle_seconds)
             except queue.Empty:
-                try:
+                with contextlib.suppress(Exception):  # a failed clean-up must not stop serving
                     self._on_idle()
-                except Exception:  # noqa: BLE001, S110 - a failed clean-up must not stop serving
-                    pass
         return self._queue.get()
 
     def _take(self) -> list[tuple[np.ndarray, Future]]:

@@ -229,6 +229,7 @@ class UploadGuard:
 
     @staticmethod
     def with_length(scope, length: int) -> dict:
+        """``scope`` with its content-length header (if it has one) set to ``length``."""
         headers = [
             (k, str(length).encode()) if k.lower() == b"content-length" else (k, v)
             for k, v in scope["headers"]
@@ -264,12 +265,9 @@ class UploadGuard:
         head_end = data.find(b"\r\n\r\n")
         head = data[:head_end].replace(f'name="{old}"'.encode(), f'name="{new}"'.encode(), 1)
         data = head + data[head_end:]
-        headers = [
-            (k, str(len(data)).encode()) if k.lower() == b"content-length" else (k, v)
-            for k, v in scope["headers"]
-        ]
-        headers.append((SENT_FIELD_HEADER.encode(), old.encode()))  # for the API's messages
-        return data, {**scope, "headers": headers}
+        scope = UploadGuard.with_length(scope, len(data))
+        headers = [*scope["headers"], (SENT_FIELD_HEADER.encode(), old.encode())]
+        return data, {**scope, "headers": headers}  # the header is for the API's messages
 
     @staticmethod
     async def form_problem(
