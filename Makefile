@@ -10,15 +10,17 @@ EXP_DROP ?= Created|ci95_high|.*/|export$$|models$$
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
 
-setup:  ## build .venv from uv.lock (installs uv if missing) and seed the Keras weights cache
+setup:  ## build .venv from uv.lock (installs uv if missing), seed the Keras weights cache, link data/raw
 	@command -v $(UV) >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
 	$(UV) sync --frozen --compile-bytecode
 	@scripts/seed_keras_cache.sh
+	@scripts/link_data.sh
 
 setup-gpu:  ## as setup, plus TensorFlow's CUDA libraries for NVIDIA GPUs (the `gpu` extra)
 	@command -v $(UV) >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
 	$(UV) sync --frozen --compile-bytecode --extra gpu
 	@scripts/seed_keras_cache.sh
+	@scripts/link_data.sh
 
 postgres:  ## Debian's PostgreSQL server programs, for `make tracking-server` (needs root or sudo)
 	@command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
@@ -51,7 +53,7 @@ deps:  ## rewrite each DVC stage's code deps from its imports (tests/code/test_s
 	$(UV) run python scripts/stage_deps.py --write
 
 repro-trashnet:  ## run the whole pipeline on DATA (default ../shared/data/trashnet)
-	$(UV) run dvc exp run -q -S data.path=$(DATA) -S 'data.classes=[]'
+	$(UV) run dvc exp run -q -S data.path=$(DATA)
 
 serve:  ## serve the registered champion model on http://127.0.0.1:3000
 	$(UV) run bentoml serve

@@ -225,7 +225,12 @@ def test_missing_and_empty_data_folder(tmp_path):
     with pytest.raises(DataCannotTrain, match="data folder not found"):
         validate(tmp_path / "nope", [], CFG, tmp_path / "docs")
     (tmp_path / "empty").mkdir()
-    result = validate(tmp_path / "empty", [], CFG, tmp_path / "docs")
+    (tmp_path / "empty" / "README.md").write_text("no class folders here\n")
+    # nothing to train on says what to do, in one line
+    with pytest.raises(DataCannotTrain, match=r"no class folders in .*make setup.*data\.path="):
+        validate(tmp_path / "empty", [], CFG, tmp_path / "docs")
+    g.make_class_folders(tmp_path / "one", {"glass": 6})
+    result = validate(tmp_path / "one", [], CFG, tmp_path / "docs")
     assert not result.can_train and "fewer than 2 classes" in result.problems
 
 

@@ -79,10 +79,18 @@ class FolderScan:
         return [MAIN, *self.extras]
 
 
+#: what to do when data.path holds nothing to train on (README, "Your own data")
+GET_DATA = (
+    "put one folder of photos per class there (TrashNet: https://github.com/garythung/trashnet; "
+    "`make setup` links ../shared/data/trashnet to data/raw when it is there) or point "
+    "data.path at yours: uv run dvc exp run -S data.path=FOLDER"
+)
+
+
 def scan_folder(root: Path, configured: list[str]) -> FolderScan:
     """List class files; root-level files and unlisted folders are ignored with a note."""
     if not root.exists():
-        raise DataCannotTrain(f"data folder not found: {root} (set data.path in params.yaml)")
+        raise DataCannotTrain(f"data folder not found: {root}; {GET_DATA}")
     if not root.is_dir():
         raise DataCannotTrain(f"data.path is not a folder: {root}")
     scan = FolderScan(root=root, classes=[])
@@ -112,6 +120,8 @@ def scan_folder(root: Path, configured: list[str]) -> FolderScan:
         for label in [c for c in scan.classes if c not in used]:
             scan.ignored.append(f"{label}/: empty folder, not taken as a class")
         scan.classes = [c for c in scan.classes if c in used]
+    if not folders:
+        raise DataCannotTrain(f"no class folders in {root}; {GET_DATA}")
     return scan
 
 
