@@ -63,7 +63,13 @@ def main() -> None:
     artifacts.write_csv(paths.metrics("test_predictions.csv"), ev.predictions)
     artifacts.write_csv(paths.metrics("reliability.csv"), calibration.side_by_side(tables))
     artifacts.write_csv(paths.metrics("risk_coverage.csv"), curve)
-    plot_confusion(ev, predictor.labels, REPORTS / "confusion_matrix.png")
+    plot_confusion(
+        ev.predictions["actual"].tolist(),
+        ev.predictions["predicted"].tolist(),
+        predictor.labels,
+        f"Test confusion matrix (accuracy {ev.metrics['accuracy']:.3f})",
+        REPORTS / "confusion_matrix.png",
+    )
     plot_confident_mistakes(
         ev, root, REPORTS / "confident_mistakes.png", int(cfg["mistakes_shown"])
     )

@@ -115,13 +115,13 @@ def main(argv: list[str] | None = None) -> int:
         help="bring the registry's champion's exported files into BentoML's store",
     )
     i.set_defaults(func=import_champion)
-    from wastesort import monitor
     from wastesort.field import cli as inbox_cli
+    from wastesort.field import drift
     from wastesort.field import evaluate as field_evaluate
 
     inbox_cli.add_parser(sub)
     field_evaluate.add_parser(sub)
-    monitor.add_parser(sub)
+    drift.add_parser(sub)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

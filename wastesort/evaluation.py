@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -9,10 +10,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.metrics import (
-    ConfusionMatrixDisplay,
     accuracy_score,
     classification_report,
-    confusion_matrix,
     f1_score,
 )
 
@@ -90,18 +89,50 @@ def evaluate_predictions(
     return Evaluation(metrics, frame)
 
 
-def plot_confusion(ev: Evaluation, classes: list[str], path: Path) -> None:
+def confusion_counts(
+    actual: Sequence[str], predicted: Sequence[str], labels: list[str]
+) -> tuple[list[str], np.ndarray]:
+    """The rows (``labels``, then unknown actual classes, sorted) and the count matrix of
+    (actual, predicted) pairs, one column per label."""
+    rows = [*labels, *sorted(set(actual) - set(labels))]
+    matrix = np.zeros((len(rows), len(labels)), dtype=int)
+    for a, p in zip(actual, predicted, strict=True):
+        matrix[rows.index(a), labels.index(p)] += 1
+    return rows, matrix
+
+
+def plot_confusion(
+    actual: Sequence[str],
+    predicted: Sequence[str],
+    labels: list[str],
+    title: str,
+    path: Path,
+    xlabel: str = "predicted",
+    ylabel: str = "actual",
+) -> None:
+    """Counts of (actual, predicted) pairs. Columns: the model's ``labels``; rows: the same,
+    then any actual class the model does not know (marked "unknown", as a field folder may
+    hold). The test split's plot and `wastesort evaluate FOLDER`'s are this one."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    matrix = confusion_matrix(ev.predictions["actual"], ev.predictions["predicted"], labels=classes)
-    fig, ax = plt.subplots(figsize=(1.2 * len(classes) + 3, 1.2 * len(classes) + 2))
-    ConfusionMatrixDisplay(matrix, display_labels=classes).plot(
-        ax=ax, xticks_rotation=45, colorbar=False
-    )
-    ax.set_title(f"Test confusion matrix (accuracy {ev.metrics['accuracy']:.3f})")
+    rows, matrix = confusion_counts(actual, predicted, labels)
+    fig, ax = plt.subplots(figsize=(1.1 * len(labels) + 3, 0.9 * len(rows) + 2.5))
+    if len(actual):
+        ax.imshow(matrix, cmap="Blues")
+        for i in range(len(rows)):
+            for j in range(len(labels)):
+                color = "white" if matrix[i, j] > matrix.max() / 2 else "black"
+                ax.text(j, i, str(matrix[i, j]), ha="center", va="center", color=color)
+        ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+        ax.set_yticks(range(len(rows)), [c if c in labels else f"{c} (unknown)" for c in rows])
+        ax.set(xlabel=xlabel, ylabel=ylabel)
+    else:
+        ax.text(0.5, 0.5, "no photo could be scored", ha="center")
+        ax.axis("off")
+    ax.set_title(title)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)

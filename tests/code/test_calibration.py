@@ -82,3 +82,26 @@ def test_wilson_interval_and_the_lower_bound_gate():
     assert bound["gate_passed"] is False and bound["gate_value"] == pytest.approx(low)
     with pytest.raises(ConfigError, match="evaluate.gate_on"):
         evaluate_predictions(paths, actual, probs, labels, 0.90, "upper")
+
+
+def test_one_confusion_plot_for_the_test_split_and_a_field_folder(tmp_path):
+    from PIL import Image
+
+    from wastesort.evaluation import confusion_counts, plot_confusion
+
+    labels = ["glass", "metal", "paper"]
+    actual = ["glass", "glass", "metal", "paper", "cups", "cups", "bags"]
+    predicted = ["glass", "metal", "metal", "glass", "paper", "paper", "glass"]
+    rows, matrix = confusion_counts(actual, predicted, labels)
+    # the model's labels first (a class without photos keeps its row), then unknown ones sorted
+    assert rows == ["glass", "metal", "paper", "bags", "cups"]
+    assert matrix.tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 0], [1, 0, 0], [0, 0, 2]]
+    assert matrix.sum() == len(actual)
+    rows, matrix = confusion_counts(["glass"], ["glass"], labels)  # a square test-split matrix
+    assert rows == labels and matrix.shape == (3, 3)
+    for name, (a, p) in {"field": (actual, predicted), "empty": ([], [])}.items():
+        plot_confusion(a, p, labels, name, tmp_path / f"{name}.png")
+        with Image.open(tmp_path / f"{name}.png") as png:
+            assert png.width > 300 and png.height > 200
+    with pytest.raises(ValueError):  # a prediction outside the model's labels is a bug
+        confusion_counts(["glass"], ["plastic"], labels)

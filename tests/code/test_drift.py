@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from wastesort import monitor
 from wastesort.cli import main
+from wastesort.field import drift as drift_check
 
 SUPPORT = {"cardboard": 40, "glass": 30, "metal": 30}  # the test split: 40 %, 30 %, 30 %
 
@@ -101,7 +101,7 @@ def test_matching_mix_is_no_drift(repo, capsys):
         repo / "inbox" / "capture.jsonl", answers({"cardboard": 41, "glass": 29, "metal": 30})
     )
     code, out, _ = drift(capsys)
-    assert code == monitor.EXIT_OK == 0
+    assert code == drift_check.EXIT_OK == 0
     assert "no drift" in out
     assert "note: not the champion's own evaluate.json: no MLflow registry here" in out
     assert "uncertain: 10.0% (confidence under 0.70) against 10.0% on the test split" in out
@@ -114,7 +114,7 @@ def test_skewed_mix_is_drift(repo, capsys):
         repo / "inbox" / "capture.jsonl", answers({"cardboard": 80, "glass": 10, "metal": 10})
     )
     code, out, _ = drift(capsys)
-    assert code == monitor.EXIT_DRIFT == 1
+    assert code == drift_check.EXIT_DRIFT == 1
     assert "drift: class mix differs from the test split's (chi-square p = " in out
     assert "< monitor.max_class_mix_p 0.01" in out
 
@@ -137,7 +137,7 @@ def test_json_report(repo, capsys):
 def test_too_few_answers_have_their_own_code(repo, capsys):
     write_log(repo / "inbox" / "capture.jsonl", answers({"cardboard": 20, "glass": 1, "metal": 1}))
     code, out, _ = drift(capsys)
-    assert code == monitor.EXIT_TOO_FEW == 3
+    assert code == drift_check.EXIT_TOO_FEW == 3
     assert "drift: too few answers to judge (22 < monitor.min_answers 30)" in out
 
 
@@ -280,7 +280,7 @@ def metrics_text(by_version: dict[str, tuple[dict[str, int], int]]) -> str:
 
 def test_metrics_text_is_parsed_by_version():
     text = metrics_text({"3": ({"glass": 7, "metal": 5}, 2), "2": ({"glass": 1}, 0)})
-    observed = monitor.read_metrics_text(text, "scrape")
+    observed = drift_check.read_metrics_text(text, "scrape")
     assert observed.by_version["3"].labels == {"glass": 7, "metal": 5}
     assert observed.by_version["3"].uncertain == 2 and observed.by_version["3"].total == 12
     assert observed.by_version["2"].total == 1

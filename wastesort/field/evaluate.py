@@ -198,40 +198,6 @@ def predictions_frame(result: FieldResult):
     return frame
 
 
-def plot_confusion(result: FieldResult, title: str, path: Path) -> None:
-    """Rows: the folder's classes (unknown ones last, marked); columns: the model's labels."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    labels = result.labels
-    scored = [r for r in result.rows if "error" not in r]
-    actual = [c for c in labels if any(r["actual"] == c for r in scored)]
-    actual += sorted({r["actual"] for r in scored if not r["known"]})
-    matrix = np.zeros((len(actual), len(labels)), dtype=int)
-    for r in scored:
-        matrix[actual.index(r["actual"]), labels.index(r["label"])] += 1
-    fig, ax = plt.subplots(figsize=(1.1 * len(labels) + 3, 0.9 * max(len(actual), 1) + 2.5))
-    if actual:
-        ax.imshow(matrix, cmap="Blues")
-        for i in range(len(actual)):
-            for j in range(len(labels)):
-                color = "white" if matrix[i, j] > matrix.max() / 2 else "black"
-                ax.text(j, i, str(matrix[i, j]), ha="center", va="center", color=color)
-        ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
-        ax.set_yticks(range(len(actual)), [c if c in labels else f"{c} (unknown)" for c in actual])
-        ax.set(xlabel="answered (the champion)", ylabel="folder")
-    else:
-        ax.text(0.5, 0.5, "no photo could be scored", ha="center")
-        ax.axis("off")
-    ax.set_title(title)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
 def model_line(info: dict[str, str]) -> str:
     return (
         f"{info['name']} version {info['version']} (@{info['alias']}, {info['format']}; "
@@ -331,10 +297,17 @@ def write_report(result: FieldResult, info: dict[str, str], out: Path) -> None:
     artifacts.write_csv(out / "predictions.csv", predictions_frame(result))
     m = result.metrics
     accuracy = f"accuracy {m['accuracy']:.3f}" if "accuracy" in m else "no known classes"
+    from wastesort.evaluation import plot_confusion
+
+    scored = [r for r in result.rows if "error" not in r]
     plot_confusion(
-        result,
+        [r["actual"] for r in scored],
+        [r["label"] for r in scored],
+        result.labels,
         f"{Path(m['folder']).name}: {info['name']} v{info['version']} ({accuracy})",
         out / "confusion_matrix.png",
+        xlabel="answered (the champion)",
+        ylabel="folder",
     )
     (out / "report.md").write_text(report_markdown(result, info, when))
 
