@@ -23,26 +23,26 @@ def main() -> None:
         plot_reliability,
         plot_risk_coverage,
     )
-    from wastesort.predict import Predictor
+    from wastesort.keras_scoring import KerasScorer
 
-    predictor = Predictor.from_files(
+    scorer = KerasScorer.from_files(
         paths.MODEL,
         paths.LABELS,
         int(config.section(params, "validate")["max_pixels"]),
     )
     test = artifacts.read_manifest(paths.split_manifest("test"))
     root = config.data_root(params)
-    probabilities = predictor.predict_paths([root / p for p in test["path"]], progress="evaluate")
+    probabilities = scorer.predict_paths([root / p for p in test["path"]], progress="evaluate")
     ev = evaluate_predictions(
         test["path"].tolist(),
         test["label"].tolist(),
         probabilities,
-        predictor.labels,
+        scorer.labels,
         float(cfg["min_accuracy"]),
         str(cfg["gate_on"]),
     )
     # calibration: the saved model is temperature-scaled; T recovers the softmax before it
-    truth = np.array([predictor.labels.index(label) for label in test["label"]])
+    truth = np.array([scorer.labels.index(label) for label in test["label"]])
     temperature = float(artifacts.read_json(paths.CALIBRATION)["temperature"])
     versions = {"before": calibration.rescale(probabilities, temperature), "after": probabilities}
     tables = {k: calibration.reliability(p, truth) for k, p in versions.items()}
@@ -66,7 +66,7 @@ def main() -> None:
     plot_confusion(
         ev.predictions["actual"].tolist(),
         ev.predictions["predicted"].tolist(),
-        predictor.labels,
+        scorer.labels,
         f"Test confusion matrix (accuracy {ev.metrics['accuracy']:.3f})",
         REPORTS / "confusion_matrix.png",
     )

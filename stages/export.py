@@ -19,12 +19,12 @@ def main() -> None:
 
     from wastesort import export, tracking
     from wastesort.features import load_resized
+    from wastesort.keras_scoring import KerasScorer
     from wastesort.litert import LiteModel
-    from wastesort.predict import Predictor
     from wastesort.tracking import registry
 
-    predictor = Predictor.from_files(paths.MODEL, paths.LABELS, max_pixels)
-    labels, size, root = predictor.labels, predictor.input_size, config.data_root(params)
+    scorer = KerasScorer.from_files(paths.MODEL, paths.LABELS, max_pixels)
+    labels, size, root = scorer.labels, scorer.input_size, config.data_root(params)
     train = artifacts.read_manifest(paths.split_manifest("train")).sort_values("path")
     n = min(int(cfg["representative_images"]), len(train))
     rng = np.random.default_rng(int(cfg["seed"]))
@@ -39,7 +39,7 @@ def main() -> None:
     keras_accuracy = float(np.mean(reference == truth))
 
     OUT.mkdir(exist_ok=True)
-    blobs = export.to_tflite(predictor.model, representative)
+    blobs = export.to_tflite(scorer.model, representative)
     results, metrics = (
         {},
         {

@@ -26,7 +26,7 @@ def fixed_size(keras_model):
     """The model from its resized input on: a fixed input shape for the converter."""
     import keras
 
-    from wastesort.predict import input_size
+    from wastesort.keras_scoring import input_size
 
     inputs = keras.Input((*input_size(keras_model), 3), name="image")
     return keras.Model(inputs, keras_model(inputs, training=False))

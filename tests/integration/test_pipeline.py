@@ -122,8 +122,8 @@ def test_saved_model_carries_the_fine_tuned_top(repo):
     import keras
     import numpy as np
 
+    from wastesort.keras_scoring import input_size
     from wastesort.model import BackboneSpec, build_classifier, top_backbone
-    from wastesort.predict import input_size
 
     model = keras.models.load_model(repo / "models/model.keras")
     assert input_size(model) == (224, 224)

@@ -259,9 +259,9 @@ def test_a_landscape_input_runs_through_the_model_and_its_tflite_file(name, tmp_
     import keras
 
     from wastesort import export
+    from wastesort.keras_scoring import input_size
     from wastesort.litert import LiteModel
     from wastesort.model import cache_model
-    from wastesort.predict import input_size
 
     clf = build_classifier(3, BackboneSpec((48, 64), None, 0, name), seed=3)
     assert input_size(clf.model) == (48, 64)

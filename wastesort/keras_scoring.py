@@ -1,4 +1,5 @@
-"""The Keras model on image files, for `evaluate`: it scores the saved `.keras` model itself.
+"""The saved Keras model scored on image files, for `evaluate` and `export` (the `wastesort
+predict` command answers with the registered TFLite file instead: ``serving``).
 
 Decoding and resizing go through ``preprocess.load_for_model`` (the same function as the
 service and the CLI), and the forward pass through one compiled ``tf.function`` over
@@ -35,7 +36,7 @@ def input_size(model) -> tuple[int, int]:
     return max(sizes, key=lambda hw: hw[0] * hw[1])
 
 
-class Predictor:
+class KerasScorer:
     def __init__(self, model, labels: Sequence[str], max_pixels: int, batch_size: int = 32):
         import tensorflow as tf
 
@@ -53,7 +54,7 @@ class Predictor:
         )
 
     @classmethod
-    def from_files(cls, model_path: Path, labels_path: Path, max_pixels: int) -> Predictor:
+    def from_files(cls, model_path: Path, labels_path: Path, max_pixels: int) -> KerasScorer:
         import keras
 
         for path in (model_path, labels_path):
