@@ -213,7 +213,7 @@ class Serve(Section):
     capture_dir: str = "inbox"
     capture_max_files: Positive = 10_000
     capture_max_mb: Annotated[float, Field(gt=0)] = 2048
-    review_token: str = ""
+    inbox_token: str = ""
 
 
 class Monitor(Section):
@@ -318,6 +318,7 @@ MOVED = {
     "finetune.head_epochs": "finetune.warmup_epochs",
     "finetune.head_patience": "finetune.warmup_patience",
     "native_view": None,
+    "serve.review_token": "serve.inbox_token",
 }
 
 
@@ -329,7 +330,7 @@ def check_moved(params: dict[str, Any], path: Path) -> None:
         present = isinstance(value, dict) and key in value if key else value is not None
         if not present:
             continue
-        where = f"it is now {new}" if new else "it was removed (one model; README, Upgrading)"
+        where = f"it is now {new}" if new else "it was removed (CHANGELOG.md)"
         raise ConfigError(f"{path}: {old} is no longer a parameter: {where}")
 
 

@@ -1,7 +1,7 @@
 """The inbox: captured photos waiting for a person. Labelling one moves it into the DVC-tracked
 ``data/field/<class>/``; rejecting drops it. Every decision is a row of ``data/field/labels.csv``.
 
-Used by ``wastesort inbox`` and by the service's `/review` page, so both decide the same way.
+Used by ``wastesort inbox`` and by the service's `/inbox` page, so both decide the same way.
 """
 
 from __future__ import annotations

@@ -49,6 +49,10 @@ class ServeConfig:
 
     @classmethod
     def load(cls, params_file: str | os.PathLike = "params.yaml") -> ServeConfig:
+        if os.environ.get("WASTESORT_REVIEW_TOKEN"):
+            raise ConfigError(
+                "WASTESORT_REVIEW_TOKEN is now WASTESORT_INBOX_TOKEN (the page moved to /inbox)"
+            )
         params = load_params(params_file)
         serve, register = section(params, "serve"), section(params, "register")
         validate = typed("validate", params.get("validate") or {})
@@ -81,9 +85,9 @@ class ServeConfig:
         )
 
     @property
-    def review_token(self) -> str:
-        """`/review` is open with this token only; empty: the page is off."""
-        return os.environ.get("WASTESORT_REVIEW_TOKEN") or str(self.serve["review_token"])
+    def inbox_token(self) -> str:
+        """`/inbox` is open with this token only; empty: the page is off."""
+        return os.environ.get("WASTESORT_INBOX_TOKEN") or str(self.serve["inbox_token"])
 
     def stream_for(self, label: str) -> str:
         return self.streams.get(label, self.default_stream)

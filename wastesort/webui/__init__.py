@@ -1,5 +1,5 @@
 """The upload page at `/`: pick or drop a photo, see the material and class probabilities; the
-review page at `/review` (``wastesort.webui.review``), off unless serve.review_token is set."""
+inbox page at `/inbox` (``wastesort.webui.inbox``), off unless serve.inbox_token is set."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from starlette.applications import Starlette
 from starlette.responses import FileResponse, HTMLResponse
 from starlette.routing import Route
 
-from wastesort.webui import review
+from wastesort.webui import inbox
 
 PAGE = Path(__file__).with_name("index.html")
 
@@ -29,4 +29,4 @@ async def api_docs(_request):
     return HTMLResponse('<a href="/docs.json">OpenAPI spec</a>')
 
 
-app = Starlette(routes=[Route("/", index), Route("/docs", api_docs), *review.routes])
+app = Starlette(routes=[Route("/", index), Route("/docs", api_docs), *inbox.routes])

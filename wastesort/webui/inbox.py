@@ -1,15 +1,15 @@
-"""The review page at `/review`: the `wastesort inbox` of the browser. A grid of the photos the
+"""The inbox page at `/inbox`: the `wastesort inbox` of the browser. A grid of the photos the
 service captured (``serve.capture``), each with its suggested label; accept, pick a class or
 reject, by mouse or keyboard. Decisions go through ``wastesort.field.inbox``, so the page and
 the CLI move files and write ``data/field/labels.csv`` the same way.
 
-Off unless ``serve.review_token`` (or ``WASTESORT_REVIEW_TOKEN``) is set: then every route
+Off unless ``serve.inbox_token`` (or ``WASTESORT_INBOX_TOKEN``) is set: then every route
 wants that token, as ``Authorization: Bearer <token>`` or ``?token=<token>``.
 
-    GET  /review                       the page (open it as /review?token=...)
-    GET  /review/items                 JSON: what waits, and the classes to pick from
-    GET  /review/photo/{kind}/{name}   a waiting photo's bytes
-    POST /review/decide                JSON {"file", "decision": accept|label|reject, "class"}
+    GET  /inbox                       the page (open it as /inbox?token=...)
+    GET  /inbox/items                 JSON: what waits, and the classes to pick from
+    GET  /inbox/photo/{kind}/{name}   a waiting photo's bytes
+    POST /inbox/decide                JSON {"file", "decision": accept|label|reject, "class"}
 """
 
 from __future__ import annotations
@@ -28,15 +28,21 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from starlette.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+)
 from starlette.routing import Route
 
 from wastesort.config import ConfigError
 from wastesort.field import FIELD, KINDS, inbox
 from wastesort.field.capture import read_log
 
-PAGE = Path(__file__).with_name("review.html")
-SOURCE = "review page"  # labels.csv's `source` column, and `who` when the page sends no name
+PAGE = Path(__file__).with_name("inbox.html")
+SOURCE = "inbox page"  # labels.csv's `source` column, and `who` when the page sends no name
 DECISIONS = ("accept", "label", "reject")
 MAX_BODY = 16 * 1024  # a decision is a few dozen bytes
 MAX_WHO = 64
@@ -44,8 +50,8 @@ SHOWN, MOST_SHOWN = 120, 1000  # photos a listing gives: by default, at most (`?
 #: A captured photo's file name (``<sha256>.<ext>``): no separators, no leading dot.
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 OFF = (
-    "the review page is off: set serve.review_token in params.yaml "
-    "(or the WASTESORT_REVIEW_TOKEN environment variable) and restart the service"
+    "the inbox page is off: set serve.inbox_token in params.yaml "
+    "(or the WASTESORT_INBOX_TOKEN environment variable) and restart the service"
 )
 PRIVATE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
 #: Token guessing: a client (by address) whose wrong tokens reach MAX_WRONG within WINDOW
@@ -73,7 +79,7 @@ def settings() -> Settings:
 
     cfg = ServeConfig.load()
     return Settings(
-        token=cfg.review_token,
+        token=cfg.inbox_token,
         capture_dir=Path(str(cfg.serve["capture_dir"])).expanduser(),
         field_dir=FIELD,
         params=load_params(),
@@ -112,17 +118,17 @@ def check(request: Request, html: bool = False) -> tuple[Response | None, Settin
     try:
         s = settings()
     except ConfigError as exc:
-        return error(500, f"the review page cannot start: {exc}", "config"), None
+        return error(500, f"the inbox page cannot start: {exc}", "config"), None
     if not s.token:
         if html:
             return HTMLResponse(f"<!doctype html><p>{OFF}.</p>", 404, headers=PRIVATE), None
-        return error(404, OFF, "review_off"), None
+        return error(404, OFF, "inbox_off"), None
     client = request.client.host if request.client else ""
     wait = locked_out(client)
     if wait:
         return error(
             429,
-            f"too many wrong review tokens from {client or 'this client'}: try again in {wait} s",
+            f"too many wrong inbox tokens from {client or 'this client'}: try again in {wait} s",
             "too_many_attempts",
             {"Retry-After": str(wait)},
         ), None
@@ -132,10 +138,10 @@ def check(request: Request, html: bool = False) -> tuple[Response | None, Settin
             WRONG.setdefault(client, deque(maxlen=MAX_WRONG)).append(clock())
         return error(
             401,
-            "the review page needs its token: open /review?token=<serve.review_token>, "
+            "the inbox page needs its token: open /inbox?token=<serve.inbox_token>, "
             "or send Authorization: Bearer <token>",
             "unauthorized",
-            {"WWW-Authenticate": 'Bearer realm="wastesort review"'},
+            {"WWW-Authenticate": 'Bearer realm="wastesort inbox"'},
         ), None
     return None, s
 
@@ -201,7 +207,7 @@ def described(w: inbox.Waiting) -> dict[str, Any]:
         "time": w.time,
         "model_version": w.model_version,
         "answers": w.answers,
-        "photo": f"/review/photo/{kind}/{w.name}",
+        "photo": f"/inbox/photo/{kind}/{w.name}",
     }
 
 
@@ -269,7 +275,7 @@ async def body_of(request: Request) -> dict[str, Any] | Response:
 def decide(body: dict[str, Any], s: Settings) -> Response:
     file, decision = body.get("file"), body.get("decision")
     if not isinstance(file, str) or not NAME.fullmatch(file):
-        return error(400, "file: give the photo's file name, as /review/items lists it", "bad_file")
+        return error(400, "file: give the photo's file name, as /inbox/items lists it", "bad_file")
     if decision not in DECISIONS:
         return error(
             400,
@@ -313,9 +319,16 @@ def decide(body: dict[str, Any], s: Settings) -> Response:
     )
 
 
+async def moved(request: Request) -> Response:
+    """The page's address before 2026-12-06 (`/review`): a permanent redirect, query kept."""
+    query = f"?{request.url.query}" if request.url.query else ""
+    return RedirectResponse(f"/inbox{query}", status_code=308)
+
+
 routes = [
-    Route("/review", guarded(page, html=True)),
-    Route("/review/items", guarded(items)),
-    Route("/review/photo/{kind}/{name}", guarded(photo)),
-    Route("/review/decide", guarded(decide, json_body=True), methods=["POST"]),
+    Route("/review", moved),
+    Route("/inbox", guarded(page, html=True)),
+    Route("/inbox/items", guarded(items)),
+    Route("/inbox/photo/{kind}/{name}", guarded(photo)),
+    Route("/inbox/decide", guarded(decide, json_body=True), methods=["POST"]),
 ]

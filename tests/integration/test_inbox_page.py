@@ -1,4 +1,4 @@
-"""The review page on a real `bentoml serve`: uploads through `/classify` are captured, the
+"""The inbox page on a real `bentoml serve`: uploads through `/classify` are captured, the
 page lists them in headless Chromium, and accept, a class picked by keyboard and reject move
 or drop the files as `wastesort inbox` would; nothing opens without the token."""
 
@@ -16,8 +16,8 @@ from tests.conftest import captured, copy_repo, repo_env, serving
 
 pytestmark = pytest.mark.slow
 LABELS = ["cardboard", "glass", "metal"]
-TOKEN = "review-page-token-4711"
-SHOT = Path("/tmp/review_page.png")  # a copy for a person to look at
+TOKEN = "inbox-page-token-4711"
+SHOT = Path("/tmp/inbox_page.png")  # a copy for a person to look at
 
 
 def photo(repo: Path, label: str) -> Path:
@@ -34,26 +34,26 @@ def overlaps(a: dict, b: dict) -> bool:
 
 
 @pytest.fixture
-def review_repo(pipeline_repo, tmp_path):
+def inbox_repo(pipeline_repo, tmp_path):
     """A copy of the pipeline repo (the session's is read-only) serving with capture on and
     the page open."""
     repo = copy_repo(pipeline_repo, tmp_path / "repo")
     params = yaml.safe_load((repo / "params.yaml").read_text())
     capture_dir = tmp_path / "inbox"
-    params["serve"].update(capture="all", capture_dir=str(capture_dir), review_token=TOKEN)
+    params["serve"].update(capture="all", capture_dir=str(capture_dir), inbox_token=TOKEN)
     params["serve"]["min_confidence"] = 1.0  # every answer uncertain: the badge is shown
     assert not (repo / "data" / "field").exists()
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return repo, capture_dir
 
 
-def test_review_page_in_chromium(review_repo, tmp_path):
+def test_inbox_page_in_chromium(inbox_repo, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
-    repo, capture_dir = review_repo
+    repo, capture_dir = inbox_repo
     field = repo / "data" / "field"
     env = repo_env(repo)
-    env.pop("WASTESORT_REVIEW_TOKEN", None)
+    env.pop("WASTESORT_INBOX_TOKEN", None)
     with serving(repo, env) as url:
         answers = {}
         for label in LABELS:
@@ -66,18 +66,18 @@ def test_review_page_in_chromium(review_repo, tmp_path):
         kept_bytes = {p.name: p.read_bytes() for p in kept}
 
         # nothing opens without the token, nothing is decided
-        one = f"/review/photo/uncertain/{kept[0].name}"
+        one = f"/inbox/photo/uncertain/{kept[0].name}"
         body = {"file": kept[0].name, "decision": "reject"}
         for how in ({}, {"headers": {"Authorization": "Bearer wrong"}}, {"params": {"token": "x"}}):
-            for route in ("/review", "/review/items", one):
+            for route in ("/inbox", "/inbox/items", one):
                 resp = requests.get(url + route, timeout=30, **how)
                 assert resp.status_code == 401, (route, how, resp.text)
                 assert resp.json()["code"] == "unauthorized"
-            resp = requests.post(f"{url}/review/decide", json=body, timeout=30, **how)
+            resp = requests.post(f"{url}/inbox/decide", json=body, timeout=30, **how)
             assert resp.status_code == 401 and resp.json()["code"] == "unauthorized"
         assert sorted(capture_dir.glob("*/*.jpg")) == kept
         auth = {"Authorization": f"Bearer {TOKEN}"}
-        listed = requests.get(f"{url}/review/items", headers=auth, timeout=30).json()
+        listed = requests.get(f"{url}/inbox/items", headers=auth, timeout=30).json()
         assert listed["count"] == 3 and listed["classes"] == LABELS
         assert sorted(i["suggested"] for i in listed["items"]) == sorted(
             a["label"] for a in answers.values()
@@ -95,7 +95,7 @@ def test_review_page_in_chromium(review_repo, tmp_path):
             page.set_default_timeout(60_000)
             problems = []
             page.on("pageerror", lambda exc: problems.append(str(exc)))
-            page.goto(f"{url}/review?token={TOKEN}")
+            page.goto(f"{url}/inbox?token={TOKEN}")
             page.wait_for_selector("body[data-state=ready]")
             cards = page.locator(".card")
             expect(cards).to_have_count(3)
@@ -104,7 +104,7 @@ def test_review_page_in_chromium(review_repo, tmp_path):
             boxes = [cards.nth(i).bounding_box() for i in range(3)]
             badges = page.locator(".card .badge").all_inner_texts()
             count = page.inner_text("#count")
-            shot = tmp_path / "review.png"
+            shot = tmp_path / "inbox.png"
             page.screenshot(path=str(shot), full_page=True)
             shutil.copyfile(shot, SHOT)
 
@@ -128,9 +128,9 @@ def test_review_page_in_chromium(review_repo, tmp_path):
             empty = page.locator("#empty").inner_text()
             empty_count = page.inner_text("#count")
             page.screenshot(path=str(tmp_path / "empty.png"), full_page=True)
-            shutil.copyfile(tmp_path / "empty.png", SHOT.with_name("review_page_empty.png"))
+            shutil.copyfile(tmp_path / "empty.png", SHOT.with_name("inbox_page_empty.png"))
             browser.close()
-        after = requests.get(f"{url}/review/items", headers=auth, timeout=30).json()
+        after = requests.get(f"{url}/inbox/items", headers=auth, timeout=30).json()
 
     assert not problems, problems
     assert all(w > 0 for w in widths), widths  # every photo shown
@@ -151,7 +151,7 @@ def test_review_page_in_chromium(review_repo, tmp_path):
         ("label", other, f"{other}/{labelled}"),
         ("reject", "", rejected[:8]),
     ]
-    assert {r["source"] for r in rows} == {"review page"}
-    assert {r["who"] for r in rows} == {"review page"}
+    assert {r["source"] for r in rows} == {"inbox page"}
+    assert {r["who"] for r in rows} == {"inbox page"}
     assert "Nothing waits" in empty and empty_count == "0 photos"
     assert after["count"] == 0 and after["items"] == []
