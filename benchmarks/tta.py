@@ -14,17 +14,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import yaml
+from sklearn.metrics import f1_score
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.pipeline import cpu_model  # noqa: E402
 from wastesort import artifacts  # noqa: E402
 from wastesort.litert import LiteModel  # noqa: E402
 from wastesort.preprocess import load_for_model  # noqa: E402
@@ -39,18 +40,6 @@ VIEWS = {
         lambda x: x[:, ::-1, ::-1],
     ],
 }
-
-
-def cpu() -> str:
-    out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    info = {k.strip(): v.strip() for k, _, v in (ln.partition(":") for ln in out.splitlines())}
-    return f"{info.get('Model name')} family {info.get('CPU family')} model {info.get('Model')}"
-
-
-def f1(pred: np.ndarray, truth: np.ndarray, k: int) -> float:
-    tp = int(((pred == k) & (truth == k)).sum())
-    denom = int((pred == k).sum() + (truth == k).sum())
-    return 2 * tp / denom if denom else 0.0
 
 
 def main() -> int:
@@ -69,8 +58,9 @@ def main() -> int:
         for name in ("float32", "int8")
     }
     size = models["float32"].input_size
-    result: dict = {"repo": str(repo), "cpu": cpu(), "split_seed": params["split"]["seed"]}
+    result: dict = {"repo": str(repo), "cpu": cpu_model(), "split_seed": params["split"]["seed"]}
     rows = []
+    trash = labels.index("trash") if "trash" in labels else None
     for split in ("val", "test"):
         manifest = artifacts.read_manifest(repo / f"data/split/{split}.csv")
         pixels = np.stack(
@@ -92,8 +82,11 @@ def main() -> int:
                     "tta": tta,
                     "n": int(len(truth)),
                     "accuracy": round(float((pred == truth).mean()), 6),
-                    "trash_f1": round(f1(pred, truth, labels.index("trash")), 4)
-                    if "trash" in labels
+                    "trash_f1": round(
+                        float(f1_score(truth, pred, labels=[trash], average=None)[0]),
+                        4,
+                    )
+                    if trash is not None
                     else None,
                     "answered_at_0.7": round(float((p.max(axis=1) >= 0.7).mean()), 4),
                 }
