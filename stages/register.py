@@ -25,7 +25,7 @@ def main() -> None:
 
     from wastesort import tracking
     from wastesort.export import FILES
-    from wastesort.tracking import challenger, registry
+    from wastesort.tracking import challenger, index, registry
 
     run = artifacts.read_json(tracking.RUN_FILE)
     labels = json.loads(paths.LABELS.read_text())
@@ -90,6 +90,8 @@ def main() -> None:
             f"stays on version {receipt.version}"
         )
     artifacts.write_json(RECEIPT, receipt.to_json())
+    # the registry is as register left it: the service may start from this, not from MLflow
+    index.write(receipt.to_json(), index.registry_stamp(tracking.tracking_uri()))
 
 
 if __name__ == "__main__":

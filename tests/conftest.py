@@ -114,7 +114,9 @@ def make_pipeline_repo(root: Path) -> Path:
             shutil.copy2(src, root / name)
     g.make_class_folders(root / "rawdata", TINY_CLASSES, size=(64, 48))
     (root / "params.yaml").write_text(yaml.safe_dump(tiny_params("rawdata"), sort_keys=False))
-    (root / ".gitignore").write_text("/rawdata\n/mlflow.db\n/mlruns/\n/mlartifacts/\n")
+    (root / ".gitignore").write_text(
+        "/rawdata\n/mlflow.db\n/mlruns/\n/mlartifacts/\n/registry/champion.json\n"
+    )
     run(["git", "init", "-q"], root)
     run(["dvc", "init", "-q"], root)
     run(["git", "add", "-A"], root)

@@ -96,6 +96,10 @@ def import_champion(args: argparse.Namespace) -> int:
             f"cannot import {cfg['model_name']}@{cfg['alias']} from "
             f"{tracking.tracking_uri()}: {exc.message}"
         ) from None
+    from wastesort.tracking import index
+
+    stamp = index.registry_stamp(tracking.tracking_uri())  # after the import's writes
+    index.write(registry.alias_receipt(cfg["model_name"], cfg["alias"]).to_json(), stamp)
     print(f"{cfg['model_name']}@{cfg['alias']} is version {version}; BentoML model {tag}")
     return 0
 

@@ -23,6 +23,7 @@ MODEL = MODELS / "model.keras"
 LABELS = MODELS / "labels.json"
 CALIBRATION = MODELS / "calibration.json"
 RECEIPT = REGISTRY / "receipt.json"
+CHAMPION_INDEX = REGISTRY / "champion.json"  # the champion last found, for a fast start; not DVC's
 TIME = METRICS / "time"  # each stage's wall seconds
 
 

@@ -473,7 +473,9 @@ def test_bentoml_build_packs_service_and_champion(pipeline_repo, tmp_path):
     assert answer["model"]["bento_model"] == receipt["bento_model"]
 
 
-def test_serve_stops_with_one_line_when_the_champion_is_not_in_the_store(pipeline_repo, tmp_path):
+def test_serve_stops_with_one_line_when_the_champion_is_not_in_the_store(
+    pipeline_repo, tmp_path, monkeypatch
+):
     env = repo_env(pipeline_repo, BENTOML_HOME=str(tmp_path / "empty-store"))
     proc = subprocess.run(
         ["bentoml", "serve", "--host", "127.0.0.1", "--port", str(free_port())],
@@ -494,6 +496,11 @@ def test_serve_stops_with_one_line_when_the_champion_is_not_in_the_store(pipelin
     # what the line says to run brings exactly the registered files back
     out = run(["wastesort", "import-champion"], pipeline_repo, env=env).stdout
     assert f"wastesort@champion is version 1; BentoML model {receipt['bento_model']}" in out
+    from wastesort.tracking import index
+
+    monkeypatch.chdir(pipeline_repo)  # import-champion wrote to the registry, then indexed it
+    indexed = index.read("wastesort", "champion", "sqlite:///mlflow.db")
+    assert indexed and indexed["bento_model"] == receipt["bento_model"], indexed
     from wastesort.tracking.registry import file_sha256
 
     stored = tmp_path / "empty-store" / "models" / receipt["bento_model"].replace(":", "/")
@@ -550,22 +557,36 @@ def test_two_clones_serve_their_own_champions_from_one_store(pipeline_repo, tmp_
     )
 
 
-def test_the_local_registry_is_read_as_mlflow_reads_it(pipeline_repo, tmp_path):
-    """The service reads the alias from a local mlflow.db without importing MLflow; it must
-    give what MLflow's client gives, follow the alias when it moves, and step aside (None)
-    when it cannot tell."""
+def test_the_champion_index_gives_what_mlflow_gives_until_the_registry_is_written(
+    pipeline_repo, tmp_path, monkeypatch
+):
+    """register leaves an index of the champion (registry/champion.json) that the service
+    reads without importing MLflow; it must give what MLflow's client gives, and step aside
+    once the registry is written (the alias moved), until a start through the client indexes
+    the new champion."""
     import shutil
     from types import SimpleNamespace
 
     from mlflow import MlflowClient
 
-    from wastesort.serving.champion import from_mlflow, from_sqlite_registry
+    from wastesort.serving.champion import from_index, from_mlflow, resolve
+    from wastesort.tracking import index
 
-    db = tmp_path / "mlflow.db"
-    shutil.copy2(pipeline_repo / "mlflow.db", db)
-    uri = f"sqlite:///{db}"
+    for name in ("mlflow.db", "registry/champion.json"):  # copy2 keeps the file's stat
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        shutil.copy2(pipeline_repo / name, tmp_path / name)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    uri = "sqlite:///mlflow.db"
     cfg = SimpleNamespace(model_name="wastesort", alias="champion")
-    assert from_sqlite_registry(cfg, uri) == from_mlflow(cfg, uri)
+    indexed = from_index(cfg, uri)
+    assert indexed is not None and indexed == from_mlflow(cfg, uri)
+    receipt = json.loads((pipeline_repo / "registry/receipt.json").read_text())
+    assert (indexed.version, indexed.bento_tag) == (receipt["version"], receipt["bento_model"])
+    assert from_index(SimpleNamespace(model_name="wastesort", alias="other"), uri) is None
+    assert index.registry_stamp("postgresql://127.0.0.1/mlflow") is None
+    assert from_index(cfg, "postgresql://127.0.0.1/mlflow") is None
+
     client = MlflowClient(uri, registry_uri=uri)
     first = client.get_model_version_by_alias("wastesort", "champion")
     moved = client.create_model_version(
@@ -575,13 +596,14 @@ def test_the_local_registry_is_read_as_mlflow_reads_it(pipeline_repo, tmp_path):
         tags={"bento_model": "wastesort:moved", "tflite_float32_sha256": "ab" * 32},
     )
     client.set_registered_model_alias("wastesort", "champion", moved.version)
-    fast = from_sqlite_registry(cfg, uri)
-    assert fast == from_mlflow(cfg, uri)
-    assert (fast.version, fast.bento_tag) == (str(moved.version), "wastesort:moved")
-    assert fast.sha256["float32"] == "ab" * 32
-    assert from_sqlite_registry(SimpleNamespace(model_name="wastesort", alias="other"), uri) is None
-    assert from_sqlite_registry(cfg, "postgresql://127.0.0.1/mlflow") is None
-    assert from_sqlite_registry(cfg, f"sqlite:///{tmp_path / 'absent.db'}") is None
+    assert from_index(cfg, uri) is None  # the registry was written: the index is void
+    found = resolve(cfg)  # through MLflow's client, which indexes what it found
+    assert (found.version, found.bento_tag) == (str(moved.version), "wastesort:moved")
+    assert found.sha256["float32"] == "ab" * 32
+    assert from_index(cfg, uri) == found  # the next start reads it without MLflow
+
+    (tmp_path / "registry/champion.json").write_text("{not json")
+    assert from_index(cfg, uri) is None  # a broken index is ignored, not served
 
 
 def server_workers(url: str) -> list:

@@ -1,7 +1,9 @@
 """Which model is served: the version the registry's alias points at, and only its files.
 
 ``resolve`` asks the MLflow registry (``MLFLOW_TRACKING_URI``, default the clone's
-``mlflow.db``, whose alias table it reads directly) for ``models:/NAME@ALIAS``; the version
+``mlflow.db``) for ``models:/NAME@ALIAS`` through MLflow's client, or, while the local
+registry's file is unchanged since the champion was last found, reads the champion index
+(``registry/champion.json``, ``wastesort.tracking.index``) without importing MLflow; the version
 records the BentoML store tag of its exported files and each file's sha256. ``load_champion``
 opens that entry, checks the file against the recorded hash and runs it under LiteRT. Anything
 missing or different is a ``ConfigError`` that says what to run.
@@ -12,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +47,6 @@ RESOLVED_ENV = "WASTESORT_RESOLVED_CHAMPION"
 
 
 def resolve_once(cfg) -> ChampionRef:
-    from dataclasses import asdict
-
     from wastesort.tracking import tracking_uri
 
     key = {"uri": tracking_uri(), "name": cfg.model_name, "alias": cfg.alias}
@@ -85,43 +85,21 @@ def from_receipt(cfg) -> ChampionRef | None:
     )
 
 
-def from_sqlite_registry(cfg, uri: str) -> ChampionRef | None:
-    """The alias read straight from a local ``sqlite:///`` registry's tables, which answers in
-    milliseconds where importing MLflow takes seconds of the service's start. None (ask
-    MLflow) for any other store, a missing alias, or tables this reader does not know."""
-    import sqlite3
-    from contextlib import closing
+def from_index(cfg, uri: str) -> ChampionRef | None:
+    """The champion ``register``, ``wastesort import-champion`` or an earlier start found, while
+    the local registry's file has not been written since (``wastesort.tracking.index``): no
+    MLflow import. None (ask MLflow's client) otherwise."""
+    from wastesort.tracking import index
 
-    if not uri.startswith("sqlite:///"):
-        return None
-    path = Path(uri.removeprefix("sqlite:///"))
-    if not path.is_file():
-        return None
-    try:
-        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
-            rows = db.execute(
-                "SELECT version FROM registered_model_aliases WHERE name = ? AND alias = ?",
-                (cfg.model_name, cfg.alias),
-            ).fetchall()
-            if len(rows) != 1:
-                return None
-            version = int(rows[0][0])
-            tags = dict(
-                db.execute(
-                    "SELECT key, value FROM model_version_tags WHERE name = ? AND version = ?",
-                    (cfg.model_name, version),
-                ).fetchall()
-            )
-    except sqlite3.Error:
-        return None
-    if not tags.get("bento_model"):
+    found = index.read(cfg.model_name, cfg.alias, uri)
+    if found is None:
         return None
     return ChampionRef(
-        cfg.model_name,
-        cfg.alias,
-        str(version),
-        tags["bento_model"],
-        {kind: tags.get(f"tflite_{kind}_sha256", "") for kind in FILES},
+        found["name"],
+        found["alias"],
+        found["version"],
+        found["bento_model"],
+        dict(found["tflite_sha256"]),
     )
 
 
@@ -131,15 +109,19 @@ def resolve(cfg) -> ChampionRef:
     from wastesort.tracking import tracking_uri
 
     uri = tracking_uri()
-    return from_sqlite_registry(cfg, uri) or from_mlflow(cfg, uri)
+    return from_index(cfg, uri) or from_mlflow(cfg, uri)
 
 
 def from_mlflow(cfg, uri: str) -> ChampionRef:
-    """The alias as MLflow's client resolves it, from any tracking store."""
+    """The alias as MLflow's client resolves it, from any tracking store; indexed for the next
+    start where the store is a local file."""
     import mlflow
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
+    from wastesort.tracking import index
+
+    stamp = index.registry_stamp(uri)  # before the read: a write after it voids the index
     mlflow.set_tracking_uri(uri)
     try:
         version = MlflowClient().get_model_version_by_alias(cfg.model_name, cfg.alias)
@@ -156,13 +138,27 @@ def from_mlflow(cfg, uri: str) -> ChampionRef:
             f"{cfg.model_name} version {version.version} (@{cfg.alias}) records no "
             f"BentoML model; {FIX}"
         )
-    return ChampionRef(
+    ref = ChampionRef(
         cfg.model_name,
         cfg.alias,
         str(version.version),
         tag,
         {kind: tags.get(f"tflite_{kind}_sha256", "") for kind in FILES},
     )
+    try:
+        index.write(
+            {
+                "name": ref.name,
+                "alias": ref.alias,
+                "version": ref.version,
+                "bento_model": ref.bento_tag,
+                "tflite_sha256": ref.sha256,
+            },
+            stamp,
+        )
+    except OSError:
+        pass  # a read-only clone: the next start asks the client again
+    return ref
 
 
 @dataclass
