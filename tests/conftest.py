@@ -84,6 +84,35 @@ def run(
     return proc
 
 
+def overlaps(a: dict, b: dict) -> bool:
+    """Whether two boxes of a page (x, y, width, height, as a browser measures them) overlap."""
+    return not (
+        a["x"] + a["width"] <= b["x"]
+        or b["x"] + b["width"] <= a["x"]
+        or a["y"] + a["height"] <= b["y"]
+        or b["y"] + b["height"] <= a["y"]
+    )
+
+
+def served_answer(
+    label: str = "glass",
+    confidence: float = 0.9,
+    uncertain: bool = False,
+    classes: tuple[str, ...] = tuple(TINY_CLASSES),
+) -> dict:
+    """What the service answers for one photo (``wastesort.serving.answers.describe``'s
+    shape), for tests of what is done with answers."""
+    rest = (1 - confidence) / (len(classes) - 1)
+    return {
+        "label": label,
+        "confidence": confidence,
+        "uncertain": uncertain,
+        "stream": "manual_check" if uncertain else label,
+        "probabilities": {c: confidence if c == label else rest for c in classes},
+        "model": {"name": "wastesort", "version": "3", "alias": "champion", "format": "float32"},
+    }
+
+
 def tiny_params(data_path: str) -> dict:
     """Repo params shrunk for a quick run: small images, few epochs. The ImageNet weights come
     from the Keras cache that `make setup` seeds, so the model's outputs are not degenerate."""

@@ -13,24 +13,13 @@ import yaml
 
 from tests import imagegen as g
 from tests.conftest import read_only
+from tests.conftest import served_answer as answer
 from wastesort.cli import main
 from wastesort.config import ConfigError
 from wastesort.field import inbox
 from wastesort.field.capture import Capture, read_log
 
 CLASSES = ["cardboard", "glass", "metal"]
-
-
-def answer(label: str = "glass", confidence: float = 0.9, uncertain: bool = False) -> dict:
-    rest = (1 - confidence) / 2
-    return {
-        "label": label,
-        "confidence": confidence,
-        "uncertain": uncertain,
-        "stream": "manual_check" if uncertain else label,
-        "probabilities": {c: confidence if c == label else rest for c in CLASSES},
-        "model": {"name": "wastesort", "version": "3", "alias": "champion", "format": "float32"},
-    }
 
 
 def capture(folder: Path, mode: str = "all", files: int = 100, mb: float = 10) -> Capture:

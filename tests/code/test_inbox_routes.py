@@ -16,6 +16,7 @@ with warnings.catch_warnings():  # Starlette 1.x would rather have `httpx2`; htt
     from starlette.testclient import TestClient
 
 from tests import imagegen as g
+from tests.conftest import served_answer as answer
 from wastesort import webui
 from wastesort.field.capture import Capture
 from wastesort.webui import inbox
@@ -28,18 +29,6 @@ ROUTES = [
     ("GET", "/inbox/photo/uncertain/x.jpg"),
     ("POST", "/inbox/decide"),
 ]
-
-
-def answer(label: str, confidence: float, uncertain: bool) -> dict:
-    rest = (1 - confidence) / 2
-    return {
-        "label": label,
-        "confidence": confidence,
-        "uncertain": uncertain,
-        "stream": "manual_check" if uncertain else label,
-        "probabilities": {c: confidence if c == label else rest for c in CLASSES},
-        "model": {"name": "wastesort", "version": "3", "alias": "champion", "format": "float32"},
-    }
 
 
 @pytest.fixture

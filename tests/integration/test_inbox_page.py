@@ -15,7 +15,7 @@ import pytest
 import requests
 import yaml
 
-from tests.conftest import captured, copy_repo, repo_env, serving
+from tests.conftest import captured, copy_repo, overlaps, repo_env, serving
 
 pytestmark = pytest.mark.slow
 LABELS = ["cardboard", "glass", "metal"]
@@ -44,15 +44,6 @@ def request_from(
         return resp.status, json.loads(resp.read() or b"{}")
     finally:
         conn.close()
-
-
-def overlaps(a: dict, b: dict) -> bool:
-    return not (
-        a["x"] + a["width"] <= b["x"]
-        or b["x"] + b["width"] <= a["x"]
-        or a["y"] + a["height"] <= b["y"]
-        or b["y"] + b["height"] <= a["y"]
-    )
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from tests.conftest import (
     VENV_BIN,
     copy_repo,
     free_port,
+    overlaps,
     repo_env,
     run,
     samples,
@@ -346,15 +347,6 @@ def test_cli_table_folder_and_errors(pipeline_repo, tmp_path):
     assert len(lines) == 5 and re.search(r"broken\.jpg\s+error: not an image", proc.stdout)
     assert "missing.jpg: no such file or folder" in proc.stderr
     assert "classifying" in proc.stderr  # progress bar for a folder
-
-
-def overlaps(a: dict, b: dict) -> bool:
-    return not (
-        a["x"] + a["width"] <= b["x"]
-        or b["x"] + b["width"] <= a["x"]
-        or a["y"] + a["height"] <= b["y"]
-        or b["y"] + b["height"] <= a["y"]
-    )
 
 
 @pytest.mark.parametrize(

@@ -56,19 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
 def show(items: list[inbox.Waiting], capture_dir: Path, as_json: bool) -> int:
     if as_json:
-        rows = [
-            {
-                "file": str(w.path),
-                "sha256": w.sha256,
-                "suggested": w.label,
-                "confidence": w.confidence,
-                "uncertain": w.uncertain,
-                "time": w.time,
-                "model_version": w.model_version,
-                "answers": w.answers,
-            }
-            for w in items
-        ]
+        rows = [w.described(str(w.path)) for w in items]
         print(json.dumps(rows, indent=2))
         return 0
     if not items:

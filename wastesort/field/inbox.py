@@ -41,6 +41,20 @@ class Waiting:
     def name(self) -> str:
         return self.path.name
 
+    def described(self, file: str) -> dict[str, Any]:
+        """The JSON both `wastesort inbox --json` and the inbox page give, naming the photo as
+        ``file``."""
+        return {
+            "file": file,
+            "sha256": self.sha256,
+            "suggested": self.label,
+            "confidence": self.confidence,
+            "uncertain": self.uncertain,
+            "time": self.time,
+            "model_version": self.model_version,
+            "answers": self.answers,
+        }
+
 
 def waiting(capture_dir: Path) -> list[Waiting]:
     """Photos in the capture folder with their last answer: uncertain first, then the least

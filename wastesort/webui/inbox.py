@@ -197,18 +197,7 @@ def page(_request: Request, _s: Settings) -> Response:
 
 def described(w: inbox.Waiting) -> dict[str, Any]:
     kind = w.path.parent.name
-    return {
-        "file": w.name,
-        "kind": kind,
-        "sha256": w.sha256,
-        "suggested": w.label,
-        "confidence": w.confidence,
-        "uncertain": w.uncertain,
-        "time": w.time,
-        "model_version": w.model_version,
-        "answers": w.answers,
-        "photo": f"/inbox/photo/{kind}/{w.name}",
-    }
+    return w.described(w.name) | {"kind": kind, "photo": f"/inbox/photo/{kind}/{w.name}"}
 
 
 def items(request: Request, s: Settings) -> Response:
