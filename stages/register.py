@@ -89,9 +89,10 @@ def main() -> None:
             f"register: {name} version {version} registered ({new}) without @{alias}, which "
             f"stays on version {receipt.version}"
         )
-    artifacts.write_json(RECEIPT, receipt.to_json())
+    recorded = receipt.to_json()
+    artifacts.write_json(RECEIPT, recorded)
     # the registry is as register left it: the service may start from this, not from MLflow
-    index.write(receipt.to_json(), index.registry_stamp(tracking.tracking_uri()))
+    index.write(recorded, index.registry_stamp(tracking.tracking_uri()))
 
 
 if __name__ == "__main__":

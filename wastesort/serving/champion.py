@@ -36,6 +36,27 @@ class ChampionRef:
     bento_tag: str
     sha256: dict[str, str]  # model kind -> sha256 of its TFLite file
 
+    @classmethod
+    def from_fields(cls, r: dict[str, Any]) -> ChampionRef:
+        """From a receipt's (or the champion index's) fields."""
+        return cls(
+            r["name"],
+            r["alias"],
+            str(r["version"]),
+            r["bento_model"],
+            dict(r.get("tflite_sha256") or {}),
+        )
+
+    def fields(self) -> dict[str, Any]:
+        """A receipt's fields for this champion: what ``from_fields`` reads back."""
+        return {
+            "name": self.name,
+            "alias": self.alias,
+            "version": self.version,
+            "bento_model": self.bento_tag,
+            "tflite_sha256": self.sha256,
+        }
+
 
 def store_home() -> str:
     return os.environ.get("BENTOML_HOME", "~/bentoml")
@@ -76,13 +97,7 @@ def from_receipt(cfg) -> ChampionRef | None:
     r = json.loads(RECEIPT.read_text())
     if (r.get("name"), r.get("alias")) != (cfg.model_name, cfg.alias):
         return None
-    return ChampionRef(
-        r["name"],
-        r["alias"],
-        str(r["version"]),
-        r["bento_model"],
-        dict(r.get("tflite_sha256") or {}),
-    )
+    return ChampionRef.from_fields(r)
 
 
 def from_index(cfg, uri: str) -> ChampionRef | None:
@@ -92,15 +107,7 @@ def from_index(cfg, uri: str) -> ChampionRef | None:
     from wastesort.tracking import index
 
     found = index.read(cfg.model_name, cfg.alias, uri)
-    if found is None:
-        return None
-    return ChampionRef(
-        found["name"],
-        found["alias"],
-        found["version"],
-        found["bento_model"],
-        dict(found["tflite_sha256"]),
-    )
+    return None if found is None else ChampionRef.from_fields(found)
 
 
 def resolve(cfg) -> ChampionRef:
@@ -146,16 +153,7 @@ def from_mlflow(cfg, uri: str) -> ChampionRef:
         {kind: tags.get(f"tflite_{kind}_sha256", "") for kind in FILES},
     )
     try:
-        index.write(
-            {
-                "name": ref.name,
-                "alias": ref.alias,
-                "version": ref.version,
-                "bento_model": ref.bento_tag,
-                "tflite_sha256": ref.sha256,
-            },
-            stamp,
-        )
+        index.write(ref.fields(), stamp)
     except OSError:
         pass  # a read-only clone: the next start asks the client again
     return ref
