@@ -52,6 +52,7 @@ def main() -> None:
         artifacts.read_manifest(paths.split_manifest("test"), ("path", "label", "sha256")),
         int(config.section(params, "validate")["max_pixels"]),
         float(cfg["max_regression"]),
+        float(config.section(params, "serve")["min_confidence"]),
     )
     print(f"register: {verdict.reason}")
     version, created = registry.register_version(

@@ -1,6 +1,7 @@
-"""DVC stage `summarize`: the headline metrics of the run, in one small file."""
+"""DVC stage `summarize`: the headline metrics of the run, in one small file and in the run's
+``headline/*`` metrics and description."""
 
-from wastesort import artifacts, paths, stage
+from wastesort import artifacts, config, paths, stage
 from wastesort.headline import headline
 
 STAGES = (
@@ -19,12 +20,14 @@ STAGES = (
 
 def main() -> None:
     seconds = {name: artifacts.read_json(paths.TIME / f"{name}.json")["seconds"] for name in STAGES}
-    numbers = headline(
-        artifacts.read_json(paths.metrics("evaluate.json")),
-        artifacts.read_json(paths.metrics("export.json")),
-        seconds,
-    )
+    evaluation = artifacts.read_json(paths.metrics("evaluate.json"))
+    numbers = headline(evaluation, artifacts.read_json(paths.metrics("export.json")), seconds)
     artifacts.write_json(paths.metrics("headline.json"), numbers)
+    from wastesort import tracking
+
+    tracking.configure(config.section(config.load_params(), "mlflow")["experiment"])
+    with tracking.reopen_run():
+        tracking.log_headline(numbers, evaluation)
     print("summarize: " + ", ".join(f"{k} {v}" for k, v in numbers.items()))
 
 

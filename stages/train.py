@@ -12,6 +12,9 @@ from wastesort.training import distribute
 
 FEATURES = paths.FINETUNED
 MODEL_DIR = paths.MODELS
+# the head refit's epochs in MLflow: not the final model's figures when the fine-tuned head is
+# kept (metric kept_fine_tuned_head = 1)
+HEAD_REFIT = "head_refit_"
 
 
 def main() -> None:
@@ -81,7 +84,7 @@ def train_and_log(params: dict, cfg: dict) -> None:
             ),
             cfg,
             paths.metrics("train_history.csv"),
-            [tracking.epoch_metrics_callback()],
+            [tracking.live_epoch_metrics(HEAD_REFIT)],
             start=FEATURES / "head.weights.h5",
         )
         MODEL_DIR.mkdir(exist_ok=True)
@@ -111,7 +114,12 @@ def train_and_log(params: dict, cfg: dict) -> None:
             **counts,
         }
         artifacts.write_json(paths.metrics("train.json"), summary)
-        mlflow.log_metrics({"best_val_accuracy": result.best_val_accuracy})
+        mlflow.log_metrics(
+            {
+                "best_val_accuracy": result.best_val_accuracy,
+                "kept_fine_tuned_head": float(result.kept_start),
+            }
+        )
         mlflow.log_artifact(str(paths.metrics("train_history.csv")), "plots")
         info = mlflow.keras.log_model(
             clf.model,

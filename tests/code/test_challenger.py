@@ -18,9 +18,10 @@ from wastesort.tracking import challenger
 LABELS = ["red", "green", "blue"]
 
 
-def colour_model(permute: bool) -> bytes:
+def colour_model(permute: bool, scale: float = 0.1) -> bytes:
     """A TFLite file that calls a photo by its strongest channel (or, permuted, gets it
-    wrong every time)."""
+    wrong every time); a small ``scale`` gives the same answers at near-uniform confidence
+    (an uncalibrated model)."""
     import keras
 
     from wastesort.export import to_float32
@@ -30,7 +31,7 @@ def colour_model(permute: bool) -> bytes:
     x = keras.layers.GlobalAveragePooling2D()(x)
     dense = keras.layers.Dense(3, activation="softmax")
     out = dense(x)
-    kernel = np.eye(3, dtype="float32") * 0.1
+    kernel = np.eye(3, dtype="float32") * scale
     dense.set_weights([np.roll(kernel, 1, axis=1) if permute else kernel, np.zeros(3, "float32")])
     return to_float32(keras.Model(image, out))
 
@@ -148,3 +149,51 @@ def test_first_model_and_other_classes_need_no_comparison(registry, tmp_path):
         "wastesort", "champion", "sha", tmp_path / "none.tflite", ["a", "b"], root, test, 10**8, 0.0
     )
     assert other.promote is True and "other classes" in other.reason
+
+
+def test_a_tie_on_accuracy_that_is_worse_elsewhere_is_held_and_the_figure_named(registry, tmp_path):
+    """The uncalibrated run of issue 38: the same answers (accuracy tied) at confidence near
+    a third, so it answers nothing at serve.min_confidence and its ECE is about 0.6: held, and
+    the verdict names the figure. The calibrated model against that champion takes the alias."""
+    root = tmp_path / "data"
+    test = photos(root)
+    register_champion(registry, tmp_path, colour_model(False), test.iloc[:0])
+    (tmp_path / "flat.tflite").write_bytes(colour_model(False, scale=0.001))
+    held = challenger.challenge(
+        "wastesort", "champion", "flat-sha", tmp_path / "flat.tflite", LABELS, root, test,
+        10**8, max_regression=0.0, min_confidence=0.7,
+    )  # fmt: skip
+    assert held.promote is False and held.deciding == "answered"
+    assert held.champion_accuracy == held.challenger_accuracy == 1.0
+    assert held.champion["answered"] == 1.0 and held.challenger["answered"] == 0.0
+    assert held.challenger["ece"] > held.champion["ece"] + 0.5
+    assert held.champion["weakest_f1"] == held.challenger["weakest_f1"] == 1.0
+    assert "ties on accuracy" in held.reason and "worse on the share answered" in held.reason
+    tags = held.tags()
+    assert tags["challenge"] == "held" and tags["challenge_deciding"] == "answered"
+    assert float(tags["challenge_challenger_ece"]) == held.challenger["ece"]
+    # with nothing asked of the answered share, the calibration error decides
+    held_on_ece = challenger.challenge(
+        "wastesort", "champion", "flat-sha", tmp_path / "flat.tflite", LABELS, root, test,
+        10**8, max_regression=0.0, min_confidence=0.0,
+    )  # fmt: skip
+    assert held_on_ece.promote is False and held_on_ece.deciding == "ece"
+    assert "calibration error" in held_on_ece.reason
+
+
+def test_the_rule_figure_by_figure():
+    """decide() alone: accuracy first, the others only within max_regression of a tie."""
+    base = {"accuracy": 0.9, "macro_f1": 0.9, "weakest_f1": 0.8, "answered": 0.9, "ece": 0.04}
+    assert challenger.decide(base, dict(base), 0.0) == (True, "accuracy")
+    better = {**base, "accuracy": 0.91, "ece": 0.2}  # clearly better: accuracy decides
+    assert challenger.decide(base, better, 0.0) == (True, "accuracy")
+    assert challenger.decide(base, better, 0.02) == (False, "ece")  # within 0.02: a tie
+    for figure, worse in (("macro_f1", 0.89), ("weakest_f1", 0.7), ("answered", 0.8)):
+        assert challenger.decide(base, {**base, figure: worse}, 0.0) == (False, figure)
+    assert challenger.decide(base, {**base, "ece": 0.041}, 0.0) == (False, "ece")
+    assert challenger.decide(base, {**base, "ece": 0.041}, 0.01) == (True, "accuracy")
+    assert challenger.decide(base, {**base, "accuracy": 0.89}, 0.0) == (False, "accuracy")
+    assert challenger.decide(base, {**base, "accuracy": 0.89, "ece": 0.0}, 0.02) == (
+        True,
+        "accuracy",
+    )

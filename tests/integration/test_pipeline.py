@@ -157,8 +157,12 @@ def assert_run_is_complete(client: MlflowClient, run_id: str, repo: Path) -> Non
     epochs = read_json(repo / "metrics/train.json")["epochs_run"]
     tuned = read_json(repo / "metrics/finetune.json")["epochs_run"]
     for metric in ("loss", "accuracy", "val_loss", "val_accuracy"):
-        assert len(client.get_metric_history(run_id, metric)) == epochs, metric
+        assert len(client.get_metric_history(run_id, f"head_refit_{metric}")) == epochs, metric
         assert len(client.get_metric_history(run_id, f"finetune_{metric}")) == tuned, metric
+        assert metric not in r.data.metrics  # nothing unprefixed from a head that may be dropped
+    kept = read_json(repo / "metrics/train.json")["kept_fine_tuned_head"]
+    assert r.data.metrics["kept_fine_tuned_head"] == float(kept)
+    assert not any(p.startswith("optimizer_") for p in r.data.params)  # params.yaml names only
     assert r.data.params["finetune.layers"] == "11"
     head = run(["git", "rev-parse", "HEAD"], repo).stdout.strip()
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
@@ -167,6 +171,17 @@ def assert_run_is_complete(client: MlflowClient, run_id: str, repo: Path) -> Non
     assert r.data.tags["git_dirty"] in ("true", "false")
     assert r.data.tags["data_dvc_md5"] == data_md5
     assert r.data.tags["gate"] == "passed"
+    # the headline group: metrics/headline.json's numbers, the file, and the description
+    headline = read_json(repo / "metrics/headline.json")
+    for key, value in headline.items():
+        if key == "min_f1_class":
+            assert r.data.tags["headline/min_f1_class"] == value
+        else:
+            assert r.data.metrics[f"headline/{key}"] == pytest.approx(value), key
+    note = r.data.tags["mlflow.note.content"]
+    assert f"Test accuracy **{headline['accuracy']:.4f}**" in note and "gate passed" in note
+    logged = client.download_artifacts(run_id, "metrics/headline.json")
+    assert json.loads(Path(logged).read_text()) == headline
     artifacts = {a.path for a in client.list_artifacts(run_id, "plots")}
     assert {
         "plots/confusion_matrix.png",
@@ -375,6 +390,15 @@ def test_a_challenger_short_of_the_champion_leaves_the_alias(scratch_repo):
     held = client.get_model_version("wastesort", versions[-1])
     assert held.tags["challenge"] == "held" and held.tags["challenge_champion_version"] == "1"
     assert float(held.tags["challenge_challenger_accuracy"]) >= 0
+    assert held.tags["challenge_deciding"] == "accuracy"
+    for figure in ("macro_f1", "weakest_f1", "answered", "ece"):
+        assert 0 <= float(held.tags[f"challenge_challenger_{figure}"]) <= 1, figure
+    # the run says what the experiment changed, in its name and tags
+    new_run = client.get_run(held.run_id)
+    experiment, changed = new_run.info.run_name.split(": ")
+    assert changed == "register.max_regression=-1.0, train.calibrate=false"  # the gate was 0.0
+    assert new_run.data.tags["dvc_exp_name"] == experiment
+    assert new_run.data.tags["changed_params"] == changed
     receipt = read_json(repo / "registry/receipt.json")
     assert receipt["version"] == "1" and receipt["challenger"]["version"] == versions[-1]
 

@@ -74,13 +74,13 @@ def data_hash(data_path: str, lock_file: Path = Path("dvc.lock")) -> str:
 
 
 def start_named_run(tags: dict[str, str] | None = None):
-    """A new run, renamed after the DVC experiment when there is one. MLflow draws its default
-    run name from Python's global `random`, which Keras also draws seeds from during training:
-    the name is always drawn, then replaced, so `dvc repro` and `dvc exp run` train alike."""
+    """A new run, named for what it is (``run_name``). MLflow draws its default run name from
+    Python's global `random`, which Keras also draws seeds from during training: the name is
+    always drawn, then replaced, so `dvc repro` and `dvc exp run` train alike."""
     import mlflow
 
     run = mlflow.start_run(tags=tags)
-    if name := dvc_experiment():
+    if name := run_name():
         mlflow.set_tag("mlflow.runName", name)
     return run
 
@@ -91,14 +91,69 @@ def dvc_experiment() -> str | None:
     return os.environ.get("DVC_EXP_NAME") or None
 
 
+def shown(value: Any) -> str:
+    """A param's value as `-S` takes it (``false``, not ``False``)."""
+    return yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix("\n...")
+
+
+def changed_params(params_file: Path = Path("params.yaml")) -> dict[str, str]:
+    """The params.yaml entries that differ from the committed file (what `-S` set), with
+    their values; {} outside git or when nothing changed."""
+    try:
+        committed = subprocess.run(
+            ["git", "show", f"HEAD:{params_file.as_posix()}"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout
+        before = yaml.safe_load(committed) or {}
+        after = yaml.safe_load(params_file.read_text()) or {}
+    except (OSError, subprocess.SubprocessError, yaml.YAMLError):
+        return {}
+
+    def leaves(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in tree.items():
+            if isinstance(value, dict):
+                out.update(leaves(value, f"{prefix}{key}."))
+            else:
+                out[f"{prefix}{key}"] = value
+        return out
+
+    old, new = leaves(before), leaves(after)
+    return {
+        key: shown(new[key]) if key in new else "(removed)"
+        for key in sorted(set(old) | set(new))
+        if old.get(key, object()) != new.get(key, object())
+    }
+
+
+def run_name() -> str | None:
+    """``<DVC experiment>: <param>=<value>, ...`` (the params that differ from the committed
+    params.yaml), so the runs table says what each run changed; None (MLflow's own name) for a
+    `dvc repro` of the committed params."""
+    changes = ", ".join(f"{k}={v}" for k, v in changed_params().items())
+    name = ": ".join(part for part in (dvc_experiment(), changes) if part)
+    return name[:240] or None
+
+
 def run_tags(params: dict[str, Any]) -> dict[str, str]:
     data_path = str(params["data"]["path"])
     experiment = dvc_experiment()
+    changes = changed_params()
     return {
         **git_state(),
         "data_path": data_path,
         "data_dvc_md5": data_hash(data_path),
         "pipeline": f"dvc exp run ({experiment})" if experiment else "dvc repro",
+        **({"dvc_exp_name": experiment} if experiment else {}),
+        **(
+            {"dvc_exp_baseline_rev": base}
+            if experiment and (base := os.environ.get("DVC_EXP_BASELINE_REV"))
+            else {}
+        ),
+        "changed_params": ", ".join(f"{k}={v}" for k, v in changes.items()) or "(none)",
     }
 
 
@@ -207,20 +262,43 @@ def live_epoch_metrics(prefix: str):
     return LiveEpochMetrics()
 
 
-def epoch_metrics_callback():
-    """MLflow's Keras callback (per-epoch metrics), logging optimizer params only on the first
-    fit: the fine-tuning phase's second optimizer would otherwise clash with logged params."""
-    import mlflow.keras
+HEADLINE = "headline/"  # the metrics/headline.json numbers, one group in MLflow's views
 
-    class EpochMetrics(mlflow.keras.MlflowCallback):
-        began = False
 
-        def on_train_begin(self, logs=None):
-            if not self.began:
-                self.began = True
-                super().on_train_begin(logs)
+def describe(numbers: dict[str, Any], evaluation: dict[str, Any]) -> str:
+    """The run's description (MLflow's note): the headline numbers and the gate's verdict."""
+    verdict = "passed" if evaluation.get("gate_passed") else "failed"
+    changes = ", ".join(f"{k}={v}" for k, v in changed_params().items()) or "none"
+    return (
+        f"Test accuracy **{numbers['accuracy']:.4f}** (95 % CI {numbers['ci95_low']:.3f}-"
+        f"{numbers['ci95_high']:.3f}); gate {verdict} ({evaluation.get('gate_on', 'point')} >= "
+        f"{evaluation.get('min_accuracy')}). Macro F1 {numbers['macro_f1']:.4f}; weakest class "
+        f"{numbers['min_f1_class']} (F1 {numbers['min_f1']:.3f}); answered "
+        f"{numbers['answered']:.1%}; ECE {numbers['ece']:.4f}; int8 accuracy "
+        f"{numbers['int8_accuracy']:.4f} ({numbers['int8_mb']} MB); {numbers['seconds']:.0f} s."
+        f"\n\nChanged params: {changes}."
+    )
 
-    return EpochMetrics()
+
+def log_headline(numbers: dict[str, Any], evaluation: dict[str, Any]) -> None:
+    """metrics/headline.json into the active run: its numbers as ``headline/*`` metrics, the
+    file itself, the weakest class as a tag and the description."""
+    import mlflow
+
+    mlflow.log_metrics(
+        {
+            f"{HEADLINE}{k}": float(v)
+            for k, v in numbers.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
+    )
+    mlflow.set_tags(
+        {
+            f"{HEADLINE}min_f1_class": str(numbers["min_f1_class"]),
+            "mlflow.note.content": describe(numbers, evaluation),
+        }
+    )
+    mlflow.log_dict(numbers, "metrics/headline.json")
 
 
 def pip_requirements() -> list[str]:

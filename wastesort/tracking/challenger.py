@@ -5,13 +5,18 @@ Both are scored by their exported float32 TFLite files (what is served) on the n
 split, less the images the champion trained on: its train split is logged with its run
 (``data/train_manifest.csv``) and matched by content hash (a renamed photo still counts) and
 by near-duplicate group.
+
+Accuracy decides first. A challenger within ``max_regression`` of the champion's accuracy
+(a tie included) must also be no worse, by more than ``max_regression``, on macro F1, the
+weakest class's F1, the share it answers at ``serve.min_confidence`` and the calibration
+error; the first figure it is worse on holds it back and is named in the verdict.
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +24,21 @@ import pandas as pd
 
 TRAIN_MANIFEST_ARTIFACT = "data/train_manifest.csv"
 FLOAT32_ARTIFACT = "export/model_float32.tflite"
+# the figures compared, in the order they decide; True where higher is better
+FIGURES = {
+    "accuracy": True,
+    "macro_f1": True,
+    "weakest_f1": True,
+    "answered": True,
+    "ece": False,
+}
+NAMES = {
+    "accuracy": "accuracy",
+    "macro_f1": "macro F1",
+    "weakest_f1": "the weakest class's F1",
+    "answered": "the share answered",
+    "ece": "calibration error (ECE)",
+}
 
 
 @dataclass
@@ -29,20 +49,32 @@ class Verdict:
     n_images: int = 0
     champion_accuracy: float | None = None
     challenger_accuracy: float | None = None
+    deciding: str | None = None  # the figure that decided (a key of FIGURES)
+    champion: dict[str, float] = field(default_factory=dict)  # FIGURES on the same images
+    challenger: dict[str, float] = field(default_factory=dict)
 
     def tags(self) -> dict[str, str]:
         """What the new version records about the comparison (MLflow version tags)."""
         out = {"challenge": "promoted" if self.promote else "held", "challenge_reason": self.reason}
-        for key in ("champion_version", "n_images", "champion_accuracy", "challenger_accuracy"):
+        for key in (
+            "champion_version",
+            "n_images",
+            "champion_accuracy",
+            "challenger_accuracy",
+            "deciding",
+        ):
             if (value := asdict(self)[key]) is not None:
                 out[f"challenge_{key}"] = str(value)
+        for side in ("champion", "challenger"):
+            for figure, value in getattr(self, side).items():
+                out[f"challenge_{side}_{figure}"] = str(value)
         return out
 
 
-def score(
-    model_file: Path | bytes, labels: list[str], root: Path, test: pd.DataFrame, max_pixels: int
-) -> float:
-    """Accuracy of a TFLite file on the rows of ``test`` (path, label), decoded and resized
+def predict(
+    model_file: Path | bytes, root: Path, test: pd.DataFrame, max_pixels: int
+) -> np.ndarray:
+    """The probabilities a TFLite file gives the rows of ``test`` (path), decoded and resized
     by ``preprocess.load_for_model``, as the service does."""
     from wastesort.litert import LiteModel
     from wastesort.preprocess import load_for_model
@@ -55,14 +87,80 @@ def score(
             for p in test["path"]
         ]
     )
-    predicted = model.predict_in_chunks(x).argmax(axis=1)
-    truth = np.array([labels.index(label) for label in test["label"]])
-    return float(np.mean(predicted == truth))
+    return model.predict_in_chunks(x)
 
 
-def decide(champion_accuracy: float, challenger_accuracy: float, max_regression: float) -> bool:
-    """Promote unless the challenger is worse by more than ``max_regression``."""
-    return challenger_accuracy >= champion_accuracy - max_regression - 1e-9
+def figures(
+    probabilities: np.ndarray, truth: np.ndarray, min_confidence: float
+) -> dict[str, float]:
+    """FIGURES of one model on labelled images: accuracy, macro and weakest-class F1 (over
+    the classes among them), the share answered at ``min_confidence`` and the ECE."""
+    from sklearn.metrics import f1_score
+
+    from wastesort.calibration import abstention, expected_calibration_error
+
+    predicted = probabilities.argmax(axis=1)
+    present = sorted(set(truth.tolist()))
+    f1 = f1_score(truth, predicted, labels=present, average=None, zero_division=0)
+    out = {
+        "accuracy": float(np.mean(predicted == truth)),
+        "macro_f1": float(np.mean(f1)),
+        "weakest_f1": float(np.min(f1)),
+        "answered": abstention(probabilities, truth, min_confidence)["coverage"],
+        "ece": expected_calibration_error(probabilities, truth),
+    }
+    return {k: round(v, 6) for k, v in out.items()}
+
+
+def decide(
+    champion: dict[str, float], challenger: dict[str, float], max_regression: float
+) -> tuple[bool, str]:
+    """Whether the challenger takes the alias, and the figure that decided. Accuracy more than
+    ``max_regression`` below the champion's holds it; more than that above promotes it; in
+    between (a tie), the first other figure worse by more than ``max_regression`` holds it."""
+    eps = 1e-9
+
+    def worse(figure: str) -> bool:
+        gap = challenger[figure] - champion[figure]
+        return (-gap if FIGURES[figure] else gap) > max_regression + eps
+
+    if worse("accuracy"):
+        return False, "accuracy"
+    if challenger["accuracy"] > champion["accuracy"] + max_regression + eps:
+        return True, "accuracy"
+    for figure in list(FIGURES)[1:]:
+        if worse(figure):
+            return False, figure
+    return True, "accuracy"
+
+
+def explain(
+    promote: bool,
+    deciding: str,
+    champion: dict[str, float],
+    challenger: dict[str, float],
+    where: str,
+    max_regression: float,
+) -> str:
+    """The verdict in one line, naming the deciding figure."""
+    new, old = challenger["accuracy"], champion["accuracy"]
+    if deciding != "accuracy":
+        a, b = challenger[deciding], champion[deciding]
+        what = f"is worse on {NAMES[deciding]}: {a:.4f} against {b:.4f}"
+    elif promote and new <= old + max_regression + 1e-9:
+        what = "is no worse on " + ", ".join(NAMES[f] for f in list(FIGURES)[1:])
+    else:
+        what = ""
+    head = (
+        f"the new model scores {new:.4f} against {old:.4f} for {where}"
+        if not what
+        else f"the new model ties on accuracy ({new:.4f} against {old:.4f}) and {what} for {where}"
+        if promote
+        else f"the new model ties on accuracy ({new:.4f} against {old:.4f}) but {what} for {where}"
+    )
+    return f"{head}, with register.max_regression = {max_regression}: " + (
+        "it takes the alias" if promote else "the alias stays"
+    )
 
 
 def challenge(
@@ -75,6 +173,7 @@ def challenge(
     test: pd.DataFrame,
     max_pixels: int,
     max_regression: float,
+    min_confidence: float = 0.0,
 ) -> Verdict:
     """Compare the new model with ``models:/NAME@ALIAS`` (MLflow registry) on ``test``."""
     import mlflow
@@ -126,13 +225,22 @@ def challenge(
                 f"every test image was in version {version}'s train split: no comparison",
                 version,
             )
-        old = score(champion_file, labels, root, fresh, max_pixels)
-    new = score(challenger_file, labels, root, fresh, max_pixels)
-    promote = decide(old, new, max_regression)
-    reason = (
-        f"the new model scores {new:.4f} against {old:.4f} for version {version} "
-        f"(@{alias}) on {len(fresh)} test images that version never trained on, with "
-        f"register.max_regression = {max_regression}: "
-        + ("it takes the alias" if promote else "the alias stays")
+        truth = np.array([labels.index(label) for label in fresh["label"]])
+        old = figures(predict(champion_file, root, fresh, max_pixels), truth, min_confidence)
+    new = figures(predict(challenger_file, root, fresh, max_pixels), truth, min_confidence)
+    promote, deciding = decide(old, new, max_regression)
+    where = (
+        f"version {version} (@{alias}) on {len(fresh)} test images that version never trained on"
     )
-    return Verdict(promote, reason, version, len(fresh), round(old, 6), round(new, 6))
+    reason = explain(promote, deciding, old, new, where, max_regression)
+    return Verdict(
+        promote,
+        reason,
+        version,
+        len(fresh),
+        old["accuracy"],
+        new["accuracy"],
+        deciding,
+        old,
+        new,
+    )

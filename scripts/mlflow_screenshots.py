@@ -1,0 +1,96 @@
+"""Screenshots of what a user sees in the MLflow UI of a trained repo: the runs table, the
+compare view of the newest runs and a model version page (docs/img/mlflow_*.png).
+
+    uv run python scripts/mlflow_screenshots.py --repo . --runs 3 --version 2
+
+Starts a real `mlflow ui` on the repo's sqlite store (127.0.0.1, a free port) and drives Debian's
+Chromium (`make browser`) headless with Playwright."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repo", type=Path, default=Path("."))
+    ap.add_argument("--runs", type=int, default=3, help="the newest N runs go side by side")
+    ap.add_argument("--version", default=None, help="the model version page (default: newest)")
+    ap.add_argument("--experiment", default="wastesort")
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "img")
+    args = ap.parse_args()
+    from mlflow import MlflowClient
+    from playwright.sync_api import sync_playwright
+
+    uri = f"sqlite:///{(args.repo / 'mlflow.db').resolve()}"
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(args.experiment)
+    if experiment is None:
+        sys.exit(f"mlflow_screenshots: no experiment {args.experiment!r} in {uri}")
+    runs = client.search_runs(
+        [experiment.experiment_id], order_by=["attributes.start_time DESC"], max_results=args.runs
+    )
+    versions = client.search_model_versions("name = 'wastesort'")
+    version = args.version or max(int(v.version) for v in versions)
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--port", str(port)],
+        cwd=args.repo,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                if requests.get(f"{base}/health", timeout=2).ok:
+                    break
+            except requests.RequestException:
+                time.sleep(1)
+        ids = json.dumps([r.info.run_id for r in runs])
+        pages = {
+            "mlflow_runs.png": f"/#/experiments/{experiment.experiment_id}",
+            "mlflow_compare.png": (
+                f"/#/compare-runs?runs={quote(ids)}"
+                f"&experiments={quote(json.dumps([experiment.experiment_id]))}"
+            ),
+            "mlflow_version.png": f"/#/models/wastesort/versions/{version}",
+        }
+        args.out.mkdir(parents=True, exist_ok=True)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(
+                executable_path="/usr/bin/chromium",
+                args=["--no-sandbox", "--disable-gpu", "--no-first-run"],
+            )
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            for name, path in pages.items():
+                page.goto(base + path)
+                page.wait_for_load_state("networkidle")
+                time.sleep(3)  # the UI's charts draw after the data arrives
+                page.screenshot(path=str(args.out / name), full_page=True)
+                print(f"mlflow_screenshots: {args.out / name} ({base + path})")
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
