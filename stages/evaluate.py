@@ -108,6 +108,12 @@ def main() -> None:
             }
         )
         mlflow.log_artifacts(str(REPORTS), "plots")
+        # also at the top level, where MLflow's compare view puts runs' images side by side
+        for png in ("confusion_matrix.png", "reliability.png"):
+            mlflow.log_artifact(str(REPORTS / png))
+        tracking.log_split(
+            str(config.section(params, "data")["path"]), "test", paths.split_manifest("test")
+        )
         mlflow.log_artifact(str(paths.metrics("risk_coverage.csv")), "plots")
         mlflow.log_artifact(str(paths.metrics("reliability.csv")), "plots")
         mlflow.log_dict(m, "metrics/evaluate.json")

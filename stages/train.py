@@ -70,6 +70,9 @@ def train_and_log(params: dict, cfg: dict) -> None:
         # what this model trained on: `register` leaves these images out when it scores this
         # model as the champion against a challenger
         mlflow.log_text(paths.split_manifest("train").read_text(), TRAIN_MANIFEST_ARTIFACT)
+        data_path = str(config.section(params, "data")["path"])
+        tracking.log_split(data_path, "training", paths.split_manifest("train"))
+        tracking.log_split(data_path, "validation", paths.split_manifest("val"))
         if not continued:  # the fine-tuning epochs were logged live to the run finetune opened
             log_finetune_history(mlflow, paths.metrics("finetune_history.csv"))
         result = fitting.fit_head(

@@ -141,10 +141,10 @@ def test_field_report_and_mlflow_run_with_a_stand_in_champion(tmp_path, monkeypa
     # the MLflow run: an evaluation of that version, linked to its logged model
     client = MlflowClient(uri)
     (run_,) = client.search_runs(
-        [client.get_experiment_by_name("wastesort").experiment_id],
+        [client.get_experiment_by_name("wastesort-field").experiment_id],
         "tags.`wastesort.evaluation` = 'field'",
     )
-    assert f"mlflow:   run {run_.info.run_id} in experiment 'wastesort'" in out
+    assert f"mlflow:   run {run_.info.run_id} in experiment 'wastesort-field'" in out
     tags = run_.data.tags
     assert (tags["model_name"], tags["model_version"], tags["model_alias"]) == (
         "wastesort",
@@ -168,7 +168,13 @@ def test_field_report_and_mlflow_run_with_a_stand_in_champion(tmp_path, monkeypa
     code = main(["evaluate", str(folder), "--quiet", "--no-mlflow", "--out", "elsewhere"])
     assert code == 0 and "mlflow:" not in capsys.readouterr().out
     assert (tmp_path / "elsewhere/report.md").is_file()
-    assert len(client.search_runs([client.get_experiment_by_name("wastesort").experiment_id])) == 2
+    assert (
+        len(client.search_runs([client.get_experiment_by_name("wastesort-field").experiment_id]))
+        == 1
+    )
+    # the pipeline's experiment keeps only the pipeline's (training) run
+    (alone,) = client.search_runs([client.get_experiment_by_name("wastesort").experiment_id])
+    assert alone.info.run_id == training.info.run_id
 
 
 def test_unusable_folders(tmp_path, monkeypatch, capsys):
@@ -261,7 +267,7 @@ def test_field_accuracy_is_evaluates_on_the_test_split(field_repo, tmp_path):
     # the MLflow run, linked to the champion's version and its logged model
     uri = f"sqlite:///{repo / 'mlflow.db'}"
     client = MlflowClient(uri)
-    (field_run,) = client.search_runs([client.get_experiment_by_name("field").experiment_id])
+    (field_run,) = client.search_runs([client.get_experiment_by_name("field-field").experiment_id])
     version = client.get_model_version_by_alias("wastesort", "champion")
     tags = field_run.data.tags
     assert (tags["model_version"], tags["model_run_id"]) == (str(version.version), version.run_id)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
@@ -182,6 +183,21 @@ def assert_run_is_complete(client: MlflowClient, run_id: str, repo: Path) -> Non
     assert f"Test accuracy **{headline['accuracy']:.4f}**" in note and "gate passed" in note
     logged = client.download_artifacts(run_id, "metrics/headline.json")
     assert json.loads(Path(logged).read_text()) == headline
+    # the splits as the run's datasets, the test plots where the compare view finds them
+    inputs = {}
+    for logged in r.inputs.dataset_inputs:
+        tags = {t.key: t.value for t in logged.tags}
+        inputs[tags["mlflow.data.context"]] = (logged.dataset, tags)
+    assert set(inputs) == {"training", "validation", "test"}
+    for context, split in (("training", "train"), ("validation", "val"), ("test", "test")):
+        dataset, tags = inputs[context]
+        rows = pd.read_csv(repo / f"data/split/{split}.csv")
+        assert dataset.name == f"rawdata-{split}" and int(tags["photos"]) == len(rows)
+        assert json.loads(tags["classes"]) == rows["label"].value_counts().to_dict()
+    assert {"confusion_matrix.png", "reliability.png"} <= {
+        a.path for a in client.list_artifacts(run_id)
+    }
+    assert any(k.startswith("system/cpu") for k in r.data.metrics)  # sampled while training
     artifacts = {a.path for a in client.list_artifacts(run_id, "plots")}
     assert {
         "plots/confusion_matrix.png",

@@ -320,7 +320,8 @@ MODEL_ID = re.compile(r"^models:/(m-[0-9a-f]+)$")
 def log_to_mlflow(
     result: FieldResult, champion, params: dict[str, Any], out: Path
 ) -> tuple[str, str, str | None]:
-    """A new run in ``mlflow.experiment``: the evaluation of the champion's version. It is
+    """A new run in ``<mlflow.experiment>-field`` (so the pipeline's experiment lists only
+    pipeline runs): the evaluation of the champion's version. It is
     tagged with the registered model, version, alias and the version's (training) run id; the
     version's logged model (MLflow 3, ``models:/m-...``) is its input, so the ``field_*``
     metrics also show on that model's page with this run and the folder as dataset, the way
@@ -334,7 +335,7 @@ def log_to_mlflow(
 
     from wastesort import tracking
 
-    experiment = str(section(params, "mlflow")["experiment"])
+    experiment = field_experiment(str(section(params, "mlflow")["experiment"]))
     ref = champion.ref
     try:
         tracking.configure(experiment)
@@ -384,6 +385,11 @@ def log_to_mlflow(
             f"failed: {reason} (--no-mlflow skips it)"
         ) from None
     return experiment, run.info.run_id, model_id
+
+
+def field_experiment(pipeline_experiment: str) -> str:
+    """Where field evaluations go: beside the pipeline's experiment, not in it."""
+    return f"{pipeline_experiment}-field"
 
 
 def logged_model_id(source: str) -> str | None:

@@ -73,13 +73,14 @@ def data_hash(data_path: str, lock_file: Path = Path("dvc.lock")) -> str:
     return "unknown"
 
 
-def start_named_run(tags: dict[str, str] | None = None):
-    """A new run, named for what it is (``run_name``). MLflow draws its default run name from
+def start_named_run(tags: dict[str, str] | None = None, system_metrics: bool = False):
+    """A new run, named for what it is (``run_name``), sampling CPU and memory as
+    ``system/*`` metrics with ``system_metrics``. MLflow draws its default run name from
     Python's global `random`, which Keras also draws seeds from during training: the name is
     always drawn, then replaced, so `dvc repro` and `dvc exp run` train alike."""
     import mlflow
 
-    run = mlflow.start_run(tags=tags)
+    run = mlflow.start_run(tags=tags, log_system_metrics=system_metrics)
     if name := run_name():
         mlflow.set_tag("mlflow.runName", name)
     return run
@@ -188,16 +189,19 @@ def reopen_run():
 
 
 def start_finetune_run(params: dict[str, Any]):
-    """The pipeline's run, opened by `finetune` with every param and the run tags."""
+    """The pipeline's run, opened by `finetune` with every param, the run tags and system
+    metrics while it trains."""
     configure(params["mlflow"]["experiment"])
-    return open_run(params)
+    return open_run(params, system_metrics=True)
 
 
-def open_run(params: dict[str, Any], tags: dict[str, str] | None = None):
+def open_run(
+    params: dict[str, Any], tags: dict[str, str] | None = None, system_metrics: bool = False
+):
     """A new run (see ``start_named_run``) with the run tags, ``tags`` and every param."""
     import mlflow
 
-    run = start_named_run(tags={**run_tags(params), **(tags or {})})
+    run = start_named_run(tags={**run_tags(params), **(tags or {})}, system_metrics=system_metrics)
     mlflow.log_params(flatten(params))
     return run
 
@@ -260,6 +264,32 @@ def live_epoch_metrics(prefix: str):
             )
 
     return LiveEpochMetrics()
+
+
+def log_split(data_path: str, context: str, manifest: Path) -> None:
+    """A split manifest as the run's input dataset (the runs table's Dataset column): each
+    photo's path, label and sha256 (the digest changes when the photos do), the data folder
+    as source, the photos and class counts as tags."""
+    import json
+    import warnings
+
+    import mlflow
+    import pandas as pd
+
+    frame = pd.read_csv(manifest)
+    root = Path(data_path).resolve()
+    with warnings.catch_warnings():  # a local path is a source in two ways; either will do
+        warnings.simplefilter("ignore")
+        dataset = mlflow.data.from_pandas(
+            frame[[c for c in ("path", "label", "sha256") if c in frame]],
+            source=root.as_uri(),
+            name=f"{root.name}-{manifest.stem}",
+            targets="label",
+        )
+    counts = {str(k): int(v) for k, v in frame["label"].value_counts().sort_index().items()}
+    mlflow.log_input(
+        dataset, context=context, tags={"photos": str(len(frame)), "classes": json.dumps(counts)}
+    )
 
 
 HEADLINE = "headline/"  # the metrics/headline.json numbers, one group in MLflow's views

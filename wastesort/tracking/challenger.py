@@ -148,7 +148,8 @@ def explain(
         a, b = challenger[deciding], champion[deciding]
         what = f"is worse on {NAMES[deciding]}: {a:.4f} against {b:.4f}"
     elif promote and new <= old + max_regression + 1e-9:
-        what = "is no worse on " + ", ".join(NAMES[f] for f in list(FIGURES)[1:])
+        *others, last = (NAMES[f] for f in list(FIGURES)[1:])
+        what = f"is no worse on {', '.join(others)} or {last}"
     else:
         what = ""
     head = (
