@@ -3,7 +3,6 @@ UV_VERSION ?= 0.13.9
 UV ?= uv
 DATA ?= ../shared/data/trashnet
 # `dvc exp show` columns that are not headline metrics or params: deps and outs' hashes
-EXP_DROP ?= Created|ci95_high|.*/|export$$|models$$
 
 .PHONY: help setup setup-gpu browser postgres test test-fast exps lint format deps repro-trashnet serve tracking-server bench lock
 
@@ -38,8 +37,8 @@ test:  ## the whole test suite (same command as the README and CI)
 test-fast:  ## the edit loop: tests/code, data and model without the slow ones (no pipeline, no servers)
 	$(UV) run pytest -m "not slow" tests/code tests/data tests/model
 
-exps:  ## compare experiments: headline metrics and the params that differ (fits 160 columns)
-	$(UV) run dvc exp show --no-pager --only-changed --drop '$(EXP_DROP)'
+exps:  ## compare experiments: the params that differ first, then the headline metrics (fits 160 columns)
+	$(UV) run python scripts/exps.py
 
 lint:  ## ruff: lint and format check (CI runs it)
 	$(UV) run ruff check .

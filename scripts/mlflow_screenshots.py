@@ -65,26 +65,45 @@ def main() -> None:
             except requests.RequestException:
                 time.sleep(1)
         ids = json.dumps([r.info.run_id for r in runs])
-        pages = {
-            "mlflow_runs.png": f"/#/experiments/{experiment.experiment_id}",
-            "mlflow_compare.png": (
-                f"/#/compare-runs?runs={quote(ids)}"
-                f"&experiments={quote(json.dumps([experiment.experiment_id]))}"
+        newest = runs[0].info.run_name
+        # (file, path, text to wait for, viewport height, switch to turn on)
+        pages = [
+            (
+                "mlflow_runs.png",
+                f"/#/experiments/{experiment.experiment_id}/runs",
+                newest,
+                900,
+                None,
             ),
-            "mlflow_version.png": f"/#/models/wastesort/versions/{version}",
-        }
+            (
+                "mlflow_compare.png",
+                f"/#/compare-runs?runs={quote(ids)}"
+                f"&experiments={quote(json.dumps([experiment.experiment_id]))}",
+                "Run details",
+                2600,
+                "Show diff only",
+            ),
+            ("mlflow_version.png", f"/#/models/wastesort/versions/{version}", "Tags", 1400, None),
+        ]
         args.out.mkdir(parents=True, exist_ok=True)
         with sync_playwright() as p:
             browser = p.chromium.launch(
                 executable_path="/usr/bin/chromium",
                 args=["--no-sandbox", "--disable-gpu", "--no-first-run"],
             )
-            page = browser.new_page(viewport={"width": 1600, "height": 1000})
-            for name, path in pages.items():
-                page.goto(base + path)
-                page.wait_for_load_state("networkidle")
-                time.sleep(3)  # the UI's charts draw after the data arrives
+            for name, path, text, height, switch in pages:
+                page = browser.new_page(viewport={"width": 1600, "height": height})
+                page.goto(base + path, wait_until="load")  # the UI polls: never network-idle
+                page.get_by_text(text).first.wait_for(timeout=120_000)
+                close = page.get_by_role("button", name="Close")  # the assistant's side panel
+                if close.count():
+                    close.first.click()
+                if switch and page.get_by_text(switch).count():
+                    for toggle in page.get_by_text(switch).all():
+                        toggle.click()
+                time.sleep(5)  # charts and tables draw after their data arrives
                 page.screenshot(path=str(args.out / name), full_page=True)
+                page.close()
                 print(f"mlflow_screenshots: {args.out / name} ({base + path})")
             browser.close()
     finally:

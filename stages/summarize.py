@@ -1,5 +1,5 @@
 """DVC stage `summarize`: the headline metrics of the run, in one small file and in the run's
-``headline/*`` metrics and description."""
+``Headline/*`` metrics and description."""
 
 from wastesort import artifacts, config, paths, stage
 from wastesort.headline import headline

@@ -62,10 +62,10 @@ def test_the_headline_is_one_group_and_the_description(tmp_path, monkeypatch):
         data = MlflowClient(uri).get_run(active.info.run_id).data
     finally:
         mlflow.set_tracking_uri(None)
-    grouped = {k.removeprefix("headline/"): v for k, v in data.metrics.items()}
+    grouped = {k.removeprefix("Headline/"): v for k, v in data.metrics.items()}
     assert grouped == {k: v for k, v in HEADLINE.items() if k != "min_f1_class"}
-    assert all(k.startswith("headline/") for k in data.metrics)
-    assert data.tags["headline/min_f1_class"] == "trash"
+    assert all(k.startswith("Headline/") for k in data.metrics)
+    assert data.tags["Headline/min_f1_class"] == "trash"
     note = data.tags["mlflow.note.content"]
     assert note.startswith("Test accuracy **0.9340** (95 % CI 0.900-0.957); gate passed")
     assert "weakest class trash (F1 0.875)" in note and "answered 90.8%" in note
