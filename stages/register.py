@@ -63,6 +63,7 @@ def main() -> None:
         {**tags, **verdict.tags()},
         registry.labels_description(labels),
         move_alias=verdict.promote,
+        verdict=verdict.reason,
     )
     bento_tag = registry.store_version(
         name, MlflowClient().get_model_version(name, version), EXPORT

@@ -407,6 +407,7 @@ def test_a_challenger_short_of_the_champion_leaves_the_alias(scratch_repo):
     assert held.tags["challenge"] == "held" and held.tags["challenge_champion_version"] == "1"
     assert float(held.tags["challenge_challenger_accuracy"]) >= 0
     assert held.tags["challenge_deciding"] == "accuracy"
+    assert held.description.endswith(f"Challenge: {held.tags['challenge_reason']}")
     for figure in ("macro_f1", "weakest_f1", "answered", "ece"):
         assert 0 <= float(held.tags[f"challenge_challenger_{figure}"]) <= 1, figure
     # the run says what the experiment changed, in its name and tags

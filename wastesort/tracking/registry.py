@@ -45,9 +45,11 @@ def register_version(
     tags: dict[str, str],
     description: str,
     move_alias: bool = True,
+    verdict: str = "",
 ) -> tuple[str, bool]:
     """Register (unless this exact model file already is) and, with ``move_alias``, point the
-    alias at it."""
+    alias at it. The version's description is ``description`` and the challenge ``verdict``
+    (the first thing its page shows)."""
     from mlflow import MlflowClient, register_model
     from mlflow.exceptions import MlflowException
 
@@ -66,7 +68,8 @@ def register_version(
     else:
         mv = register_model(model_uri, name, tags={**tags, "model_sha256": model_sha256})
         version, created = str(mv.version), True
-        client.update_model_version(name, version, description=description)
+    described = f"{description}\n\nChallenge: {verdict}" if verdict else description
+    client.update_model_version(name, version, description=described)
     if move_alias:
         client.set_registered_model_alias(name, alias, version)
     return version, created
