@@ -37,6 +37,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "img")
     args = ap.parse_args()
     from mlflow import MlflowClient
+    from playwright.sync_api import Error as PlaywrightError
     from playwright.sync_api import sync_playwright
 
     uri = f"sqlite:///{(args.repo / 'mlflow.db').resolve()}"
@@ -66,7 +67,7 @@ def main() -> None:
                 time.sleep(1)
         ids = json.dumps([r.info.run_id for r in runs])
         newest = runs[0].info.run_name
-        # (file, path, text to wait for, viewport height, switch to turn on)
+        # (file, path, text to wait for, viewport height, switch to turn on, text at the top)
         pages = [
             (
                 "mlflow_runs.png",
@@ -74,16 +75,25 @@ def main() -> None:
                 newest,
                 900,
                 None,
+                "Training runs",
             ),
             (
                 "mlflow_compare.png",
                 f"/#/compare-runs?runs={quote(ids)}"
                 f"&experiments={quote(json.dumps([experiment.experiment_id]))}",
                 "Run details",
-                2600,
+                3000,
                 "Show diff only",
+                "Comparing",
             ),
-            ("mlflow_version.png", f"/#/models/wastesort/versions/{version}", "Tags", 1400, None),
+            (
+                "mlflow_version.png",
+                f"/#/models/wastesort/versions/{version}",
+                "Tags",
+                1000,
+                None,
+                "Registered Models",
+            ),
         ]
         args.out.mkdir(parents=True, exist_ok=True)
         with sync_playwright() as p:
@@ -91,7 +101,7 @@ def main() -> None:
                 executable_path="/usr/bin/chromium",
                 args=["--no-sandbox", "--disable-gpu", "--no-first-run"],
             )
-            for name, path, text, height, switch in pages:
+            for name, path, text, height, switch, top in pages:
                 page = browser.new_page(viewport={"width": 1600, "height": height})
                 page.goto(base + path, wait_until="load")  # the UI polls: never network-idle
                 page.get_by_text(text).first.wait_for(timeout=120_000)
@@ -101,7 +111,14 @@ def main() -> None:
                 if switch and page.get_by_text(switch).count():
                     for toggle in page.get_by_text(switch).all():
                         toggle.click()
-                time.sleep(5)  # charts and tables draw after their data arrives
+                if name == "mlflow_compare.png":  # the runs' confusion matrices side by side
+                    for picked in page.get_by_text("confusion_matrix.png", exact=True).all():
+                        try:
+                            picked.click(timeout=5_000)
+                        except PlaywrightError:  # a hidden copy of the name: try the next
+                            continue
+                time.sleep(8)  # charts, tables and images draw after their data arrives
+                page.get_by_text(top).first.scroll_into_view_if_needed()
                 page.screenshot(path=str(args.out / name), full_page=True)
                 page.close()
                 print(f"mlflow_screenshots: {args.out / name} ({base + path})")
