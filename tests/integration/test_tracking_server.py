@@ -89,8 +89,9 @@ def test_two_runs_compare_side_by_side_and_serve_the_champion(team_server, team_
         "0.001",
         "0.002",
     )
-    # the run is named after the DVC experiment, as `dvc exp show` lists it
-    assert f"Ran experiment(s): {runs[second].info.run_name}" in out
+    # the run is named after the DVC experiment, as `dvc exp show` lists it, and its change
+    experiment, changed = runs[second].info.run_name.split(": ")
+    assert f"Ran experiment(s): {experiment}\n" in out and changed == "train.lr=0.002"
     for run_id in (first, second):  # what the UI's compare view shows for each
         assert "test_accuracy" in runs[run_id].data.metrics
         assert "plots/confusion_matrix.png" in {
