@@ -25,13 +25,13 @@ SKIP = ("rev", "typ", "State", "Executor", "parent")
 
 
 def param_names(params_file: Path = Path("params.yaml")) -> set[str]:
-    def leaves(tree: dict, prefix: str = "") -> set[str]:
-        out: set[str] = set()
-        for key, value in tree.items():
-            out |= leaves(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key}
-        return out
+    from wastesort.tracking import leaves
 
-    return leaves(yaml.safe_load(params_file.read_text()) or {}) if params_file.is_file() else set()
+    return (
+        set(leaves(yaml.safe_load(params_file.read_text()) or {}))
+        if params_file.is_file()
+        else set()
+    )
 
 
 def table(rows: list[dict[str, str]], params: set[str], width: int) -> list[str]:

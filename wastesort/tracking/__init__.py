@@ -36,16 +36,20 @@ def configure(experiment: str) -> None:
     mlflow.set_experiment(experiment)
 
 
-def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, str]:
-    """Nested params.yaml sections as MLflow's dotted keys (``train.lr``)."""
-    flat: dict[str, str] = {}
-    for key, value in params.items():
-        name = f"{prefix}{key}"
+def leaves(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested params.yaml sections as dotted keys (``train.lr``) with their values."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
         if isinstance(value, dict):
-            flat.update(flatten(value, f"{name}."))
+            out.update(leaves(value, f"{prefix}{key}."))
         else:
-            flat[name] = str(value)[:6000]
-    return flat
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def flatten(params: dict[str, Any]) -> dict[str, str]:
+    """``leaves`` as MLflow params (strings of at most 6,000 characters)."""
+    return {key: str(value)[:6000] for key, value in leaves(params).items()}
 
 
 def git_state() -> dict[str, str]:
@@ -112,15 +116,6 @@ def changed_params(params_file: Path = Path("params.yaml")) -> dict[str, str]:
         after = yaml.safe_load(params_file.read_text()) or {}
     except (OSError, subprocess.SubprocessError, yaml.YAMLError):
         return {}
-
-    def leaves(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key, value in tree.items():
-            if isinstance(value, dict):
-                out.update(leaves(value, f"{prefix}{key}."))
-            else:
-                out[f"{prefix}{key}"] = value
-        return out
 
     old, new = leaves(before), leaves(after)
     return {
