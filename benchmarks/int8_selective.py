@@ -1,0 +1,110 @@
+"""Benchmark: int8 with its worst-quantized layers left in float (selective quantization).
+
+In a pipeline run's workspace (its `export` stage ran): LiteRT's quantization debugger
+(`tf.lite.experimental.QuantizationDebugger`) measures each layer's quantization error on the
+export stage's own calibration photos (`export.representative_images` train photos drawn with
+`export.seed`); the layers whose error is over ``--threshold`` quantization steps (RMSE /
+scale, the threshold TensorFlow's debugger guide uses) are kept in float, and the file is
+scored on val (which chooses) and test, against the float32 file and the full-integer int8
+file `export` writes.
+
+    cd WORKSPACE && PYTHONPATH=$PWD uv run --project /path/to/wastesort \
+        python /path/to/wastesort/benchmarks/int8_selective.py --out int8_selective.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument(
+        "--threshold", type=float, default=0.7, help="RMSE / scale over which a layer stays float"
+    )
+    ap.add_argument("--out", default="int8_selective.json")
+    args = ap.parse_args()
+
+    import pandas as pd
+    import tensorflow as tf
+    from tensorflow.lite.python import convert
+
+    from wastesort import artifacts, config, export, paths
+    from wastesort.features import load_resized
+    from wastesort.keras_scoring import KerasScorer
+    from wastesort.litert import LiteModel
+
+    params = config.load_params()
+    cfg = config.section(params, "export")
+    root, max_pixels = config.data_root(params), int(params["validate"]["max_pixels"])
+    scorer = KerasScorer.from_files(paths.MODEL, paths.LABELS, max_pixels)
+    labels, size = scorer.labels, scorer.input_size
+    train = artifacts.read_manifest(paths.split_manifest("train")).sort_values("path")
+    n = min(int(cfg["representative_images"]), len(train))
+    rng = np.random.default_rng(int(cfg["seed"]))  # the export stage's own draw
+    chosen = train.iloc[np.sort(rng.choice(len(train), n, replace=False))]
+    representative = load_resized(root, chosen["path"].tolist(), size, max_pixels)
+
+    def dataset():
+        for i in range(len(representative)):
+            yield [representative[i : i + 1]]
+
+    graph = export.frozen_graph(scorer.model)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([graph])
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = dataset
+    debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=dataset)
+    debugger.run()
+    dump = io.StringIO()
+    debugger.layer_statistics_dump(dump)
+    dump.seek(0)
+    stats = pd.read_csv(dump)
+    stats["steps"] = np.sqrt(stats["mean_squared_error"]) / stats["scale"]
+    worst = stats[stats["steps"] > args.threshold].sort_values("steps", ascending=False)
+    files = {
+        "float32": export.to_float32(scorer.model),
+        "int8": export.to_int8(scorer.model, representative),
+        # full-integer but for the layers named below (uint8 asked; the quantizer gives int8 ends)
+        "int8_selective": convert.mlir_quantize(
+            debugger.calibrated_model,
+            fully_quantize=True,
+            input_data_type=tf.uint8,
+            output_data_type=tf.uint8,
+            denylisted_nodes=worst["tensor_name"].tolist(),
+        ),
+    }
+    result = {
+        "repo": str(Path.cwd()),
+        "split_seed": int(params["split"]["seed"]),
+        "threshold": args.threshold,
+        "float_layers": [
+            {"op": op, "layer": name.split(";")[0].split("/")[3], "steps": round(float(s), 3)}
+            for op, name, s in zip(worst["op_name"], worst["tensor_name"], worst["steps"])
+        ],
+        "steps_median": round(float(stats["steps"].median()), 3),
+        "bytes": {k: len(v) for k, v in files.items()},
+    }
+    for split in ("val", "test"):
+        rows = artifacts.read_manifest(paths.split_manifest(split))
+        x = load_resized(root, rows["path"].tolist(), size, max_pixels)
+        truth = np.array([labels.index(label) for label in rows["label"]])
+        answers = {k: LiteModel(v).predict_in_chunks(x).argmax(1) for k, v in files.items()}
+        result[split] = {
+            k: {
+                "accuracy": round(float(np.mean(a == truth)), 4),
+                "agreement_with_float32": round(float(np.mean(a == answers["float32"])), 4),
+            }
+            for k, a in answers.items()
+        }
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({s: result[s] for s in ("val", "test")}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
