@@ -67,8 +67,7 @@ def main() -> int:
     stats["steps"] = np.sqrt(stats["mean_squared_error"]) / stats["scale"]
     worst = stats[stats["steps"] > args.threshold].sort_values("steps", ascending=False)
     files = {
-        "float32": export.to_float32(scorer.model),
-        "int8": export.to_int8(scorer.model, representative),
+        **export.to_tflite(scorer.model, representative),  # as `export` writes both, one trace
         # full-integer but for the layers named below (uint8 asked; the quantizer gives int8 ends)
         "int8_selective": convert.mlir_quantize(
             debugger.calibrated_model,
