@@ -1,7 +1,7 @@
 """Benchmark: `train`'s head refit on fewer cached train rows (originals and their first k
-planned variants), to see whether `finetune` could pool fewer train rows after fine-tuning.
+planned variants), to see whether `train` could pool fewer train rows after fine-tuning.
 
-In a pipeline run's workspace: the same head, recipe (`train`), start (`finetune`'s head) and
+In a pipeline run's workspace: the same head, recipe (`train.*`), start (the fine-tuned head) and
 val rows as the `train` stage, on the pooled fine-tuned rows in data/finetuned; best val
 accuracy (which chooses) for each k, and the number of rows that would be pooled. The row with
 every variant reproduces `metrics/train.json`'s best val accuracy (checked).

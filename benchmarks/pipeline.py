@@ -155,6 +155,26 @@ def main() -> int:
                 if k in ft
             }
         )
+    trained = work / "metrics/train.json"
+    if trained.is_file():
+        tr = json.loads(trained.read_text())
+        result.update(
+            head_best_val_accuracy=tr["best_val_accuracy"],
+            kept_fine_tuned_head=tr["kept_fine_tuned_head"],
+            temperature=tr["temperature"],
+        )
+    exported = work / "metrics/export.json"
+    if exported.is_file():
+        ex = json.loads(exported.read_text())
+        result.update(
+            {
+                f"{kind}_{k}": ex[kind][k]
+                for kind in ("float32", "int8")
+                if isinstance(ex.get(kind), dict)
+                for k in ("accuracy", "bytes")
+                if k in ex[kind]
+            }
+        )
     if (failed is None or failed == "evaluate") and not args.no_rerun:
         params["train"]["lr"] = float(params["train"]["lr"]) * 2
         params_file.write_text(yaml.safe_dump(params, sort_keys=False))

@@ -1,10 +1,10 @@
-"""Benchmark: pooling cached rows with Keras (what `finetune` and `review` do) against the same
+"""Benchmark: pooling cached rows with Keras (what `train` and `review` do) against the same
 pooler converted to a float32 LiteRT file (XNNPACK), and how far the features move.
 
 In a pipeline run's workspace (finetune.layers: all, so the cache holds resized images): the
 ImageNet pooler of the configured backbone, ``--rows`` cached train rows, ``--rounds``
 alternating passes each; images/s, the conversion's seconds, the largest difference and the
-share of features equal after the float16 rounding `finetune` stores them with.
+share of features equal after the float16 rounding `train` stores them with.
 
     cd WORKSPACE && PYTHONPATH=$PWD uv run --project /path/to/wastesort \
         python /path/to/wastesort/benchmarks/pooling.py --out pooling.json

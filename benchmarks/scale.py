@@ -3,7 +3,7 @@
 Generates folder-per-class sets of each size from a real one (seeded crops, rotations, colour
 shifts and JPEG re-encodes of its photos, so the copies are distinct photos, not pixel
 copies), then, in a fresh clone of HEAD per size, runs `validate` to `features` and
-`finetune` for one epoch with `dvc repro -s STAGE` under `/usr/bin/time -v`. Reports each
+`train` (one epoch of each phase) with `dvc repro -s STAGE` under `/usr/bin/time -v`. Reports each
 stage's peak resident memory, seconds and photos/s, and the feature cache's bytes per photo.
 Writes JSON (and prints a Markdown table).
 
@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 from pipeline import cpu_model  # noqa: E402
 
-STAGES = ("validate", "split", "augment", "features", "finetune")
+STAGES = ("validate", "split", "augment", "features", "train")
 SUFFIXES = {".jpg", ".jpeg", ".png"}
 
 
@@ -117,6 +117,7 @@ def run_size(
     params = yaml.safe_load((clone / "params.yaml").read_text())
     params["data"].update(path=str(photos), classes=[])
     params["finetune"].update(epochs=1, warmup_epochs=1)
+    params["train"].update(epochs=1)
     (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     stage_env = {**env, "PYTHONPATH": str(clone)}
     timings = {}

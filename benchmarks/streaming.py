@@ -1,7 +1,7 @@
 """Benchmark: does reading the feature cache from disk slow fine-tuning down?
 
 In one process, on a workspace whose `features` stage has run, alternates one-epoch fits of
-the fine-tuning phase (fresh variants, validation after the epoch, as `finetune` runs them)
+the fine-tuning phase (fresh variants, validation after the epoch, as `train` runs them)
 with the train and validation rows streamed from the cache (`features.Rows`, what the stage
 does) and with the same rows held in memory (what the code before streaming did). One process
 and alternating epochs take the machine's drift out of the comparison. Prints and writes JSON.

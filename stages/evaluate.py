@@ -12,7 +12,7 @@ REPORTS = paths.report("evaluate")
 def main() -> None:
     stage.load_tensorflow()
     params = config.load_params()
-    cfg = config.section(params, "evaluate")
+    cfg = config.typed("evaluate", params["evaluate"])
     import mlflow
 
     from wastesort import calibration, tracking
@@ -28,7 +28,7 @@ def main() -> None:
     scorer = KerasScorer.from_files(
         paths.MODEL,
         paths.LABELS,
-        int(config.section(params, "validate")["max_pixels"]),
+        config.typed("validate", params["validate"]).max_pixels,
     )
     test = artifacts.read_manifest(paths.split_manifest("test"))
     root = config.data_root(params)
@@ -38,8 +38,8 @@ def main() -> None:
         test["label"].tolist(),
         probabilities,
         scorer.labels,
-        float(cfg["min_accuracy"]),
-        str(cfg["gate_on"]),
+        cfg.min_accuracy,
+        cfg.gate_on,
     )
     # calibration: the saved model is temperature-scaled; T recovers the softmax before it
     truth = np.array([scorer.labels.index(label) for label in test["label"]])
@@ -49,7 +49,7 @@ def main() -> None:
     ece = {k: calibration.expected_calibration_error(p, truth) for k, p in versions.items()}
     curve = calibration.risk_coverage(probabilities, truth)
     at = calibration.abstention(
-        probabilities, truth, float(config.section(params, "serve")["min_confidence"])
+        probabilities, truth, config.typed("serve", params["serve"]).min_confidence
     )
     ev.metrics.update(
         {
@@ -70,9 +70,7 @@ def main() -> None:
         f"Test confusion matrix (accuracy {ev.metrics['accuracy']:.3f})",
         REPORTS / "confusion_matrix.png",
     )
-    plot_confident_mistakes(
-        ev, root, REPORTS / "confident_mistakes.png", int(cfg["mistakes_shown"])
-    )
+    plot_confident_mistakes(ev, root, REPORTS / "confident_mistakes.png", cfg.mistakes_shown)
     plot_reliability(
         {f"{k} temperature scaling": t for k, t in tables.items()},
         {f"{k} temperature scaling": v for k, v in ece.items()},

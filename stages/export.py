@@ -13,8 +13,8 @@ PREDICTIONS = paths.metrics("test_predictions.csv")
 def main() -> None:
     stage.load_tensorflow()
     params = config.load_params()
-    cfg = config.section(params, "export")
-    max_pixels = int(config.section(params, "validate")["max_pixels"])
+    cfg = config.typed("export", params["export"])
+    max_pixels = config.typed("validate", params["validate"]).max_pixels
     import mlflow
 
     from wastesort import export, tracking
@@ -26,8 +26,8 @@ def main() -> None:
     scorer = KerasScorer.from_files(paths.MODEL, paths.LABELS, max_pixels)
     labels, size, root = scorer.labels, scorer.input_size, config.data_root(params)
     train = artifacts.read_manifest(paths.split_manifest("train")).sort_values("path")
-    n = min(int(cfg["representative_images"]), len(train))
-    rng = np.random.default_rng(int(cfg["seed"]))
+    n = min(cfg.representative_images, len(train))
+    rng = np.random.default_rng(cfg.seed)
     chosen = train.iloc[np.sort(rng.choice(len(train), n, replace=False))]
     representative = load_resized(
         root, chosen["path"].tolist(), size, max_pixels, desc="export: calibration photos"
@@ -65,9 +65,7 @@ def main() -> None:
             f"{results[kind].agreement:.2%}"
         )
     (OUT / "labels.json").write_text(json.dumps(labels) + "\n")
-    problems = export.check(
-        keras_accuracy, results, float(cfg["min_float32_agreement"]), float(cfg["max_int8_drop"])
-    )
+    problems = export.check(keras_accuracy, results, cfg.min_float32_agreement, cfg.max_int8_drop)
     metrics["passed"] = not problems
     artifacts.write_json(paths.metrics("export.json"), metrics)
 

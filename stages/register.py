@@ -11,7 +11,7 @@ EXPORT = paths.EXPORT
 
 def main() -> None:
     params = config.load_params()
-    cfg = config.section(params, "register")
+    cfg = config.typed("register", params["register"])
     evaluation = artifacts.read_json(paths.metrics("evaluate.json"))
     if not evaluation.get("gate_passed"):
         raise stage.StageFailed(
@@ -41,7 +41,7 @@ def main() -> None:
         "labels": json.dumps(labels),
         **{f"tflite_{kind}_sha256": exported[kind]["sha256"] for kind in FILES},
     }
-    name, alias = cfg["model_name"], cfg["alias"]
+    name, alias = cfg.model_name, cfg.alias
     verdict = challenger.challenge(
         name,
         alias,
@@ -50,9 +50,9 @@ def main() -> None:
         labels,
         config.data_root(params),
         artifacts.read_manifest(paths.split_manifest("test"), ("path", "label", "sha256")),
-        int(config.section(params, "validate")["max_pixels"]),
-        float(cfg["max_regression"]),
-        float(config.section(params, "serve")["min_confidence"]),
+        config.typed("validate", params["validate"]).max_pixels,
+        cfg.max_regression,
+        config.typed("serve", params["serve"]).min_confidence,
     )
     print(f"register: {verdict.reason}")
     version, created = registry.register_version(

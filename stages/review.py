@@ -11,9 +11,8 @@ METRICS = paths.metrics("review.json")
 
 def main() -> None:
     params = config.load_params()
-    cfg = config.section(params, "review")
-    backbone_cfg = config.section(params, "backbone")
-    max_pixels = int(config.section(params, "validate")["max_pixels"])
+    cfg = config.typed("review", params["review"])
+    max_pixels = config.typed("validate", params["validate"]).max_pixels
     root = config.data_root(params)
     data = review.load_originals(FEATURES)
     stage.load_tensorflow()
@@ -21,11 +20,12 @@ def main() -> None:
 
     # the backbone above the cache's cut, still with its ImageNet weights: the cached rows
     # run through it, and no photo is decoded again
-    spec = BackboneSpec.from_params(backbone_cfg, config.section(params, "finetune"))
+    spec = BackboneSpec.from_params(params["backbone"], params["finetune"])
     pooler = build_classifier(2, spec).pooler
-    feats = review.frozen_features(pooler, data["features"], int(backbone_cfg["batch_size"]))
+    batch_size = config.typed("backbone", params["backbone"]).batch_size
+    feats = review.frozen_features(pooler, data["features"], batch_size)
     table, metrics = review.review(feats, data, cfg)
-    review.write_report(root, table, metrics, int(cfg["top"]), REPORT_DIR, max_pixels)
+    review.write_report(root, table, metrics, cfg.top, REPORT_DIR, max_pixels)
     artifacts.write_json(METRICS, metrics)
     print(
         f"review: {metrics['n_suspects']} of {metrics['n_images']} labels flagged (out-of-fold "

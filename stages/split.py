@@ -7,11 +7,9 @@ OUT_DIR = paths.SPLIT
 
 
 def main() -> None:
-    cfg = config.section(config.load_params(), "split")
+    cfg = config.typed("split", config.load_params()["split"])
     manifest = artifacts.read_manifest(paths.MANIFEST, ("path", "label", "sha256", "group"))
-    splits = split_manifest(
-        manifest, float(cfg["val_fraction"]), float(cfg["test_fraction"]), int(cfg["seed"])
-    )
+    splits = split_manifest(manifest, cfg.val_fraction, cfg.test_fraction, cfg.seed)
     for name, frame in splits.items():
         artifacts.write_csv(OUT_DIR / f"{name}.csv", frame)
     counts = split_counts(splits)

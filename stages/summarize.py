@@ -10,7 +10,6 @@ STAGES = (
     "augment",
     "features",
     "review",
-    "finetune",
     "train",
     "evaluate",
     "export",

@@ -23,7 +23,7 @@ def main() -> None:
     artifacts.write_csv(OUT_DIR / "near_duplicates.csv", outcome.pairs)
     artifacts.write_json(METRICS, outcome.summary)
     (REPORT_DIR / "report.md").write_text(outcome.report)
-    plot_near_duplicates(root, outcome, REPORT_DIR, int(cfg["max_pixels"]))
+    plot_near_duplicates(root, outcome, REPORT_DIR, config.typed("validate", cfg).max_pixels)
     s = outcome.summary
     print(
         f"validate: {s['accepted']} accepted, {s['rejected']} rejected, "

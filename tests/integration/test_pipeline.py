@@ -57,7 +57,7 @@ def test_same_machine_data_and_seeds_give_identical_metrics(repo, tmp_path):
     )
     # DVC deletes a stage's outputs before it runs it, and fails when one is not written again
     run(
-        ["dvc", "repro", "-f", "-s", "augment", "features", "finetune", "train", "evaluate"],
+        ["dvc", "repro", "-f", "-s", "augment", "features", "train", "evaluate"],
         again,
         env=repo_env(again),
     )
@@ -116,7 +116,7 @@ def test_pipeline_outputs(repo):
         assert (repo / "reports/evaluate" / png).stat().st_size > 1000
     for stage in yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]:
         assert read_json(repo / f"metrics/time/{stage}.json")["seconds"] >= 0, stage
-    assert read_json(repo / "metrics/time/finetune.json")["seconds"] > 1
+    assert read_json(repo / "metrics/time/train.json")["seconds"] > 1
 
 
 def test_saved_model_carries_the_fine_tuned_top(repo):
@@ -432,8 +432,8 @@ def test_tiny_pipeline_runs_on_the_other_backbone_family(pipeline_repo, tmp_path
     params["finetune"].update(layers="all", epochs=1, warmup_epochs=1)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = run(["dvc", "repro", "evaluate"], repo, env=repo_env(repo))
-    assert "Running stage 'finetune'" in out.stdout and "Running stage 'evaluate'" in out.stdout
-    assert f"{name} layers adapted" in out.stdout
+    assert "Running stage 'train'" in out.stdout and "Running stage 'evaluate'" in out.stdout
+    assert f"{name} layers fine-tuned" in out.stdout
     trained = read_json(repo / "metrics/train.json")
     assert trained["backbone"] == name and trained["backbone_weights_sha256"] == ""
     ev = read_json(repo / "metrics/evaluate.json")
@@ -462,7 +462,7 @@ def test_dvc_shows_only_the_headline_metrics_and_two_experiments_fit_160_columns
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "the first run"], repo)
     out = run(["dvc", "exp", "run", "-n", "faster-head", "-S", "train.lr=0.003"], repo, env=env)
-    assert "Running stage 'train'" in out.stdout and "Running stage 'finetune'" not in out.stdout
+    assert "Running stage 'train'" in out.stdout and "Running stage 'features'" not in out.stdout
     # what `make exps` runs
     assert "scripts/exps.py" in (Path(__file__).resolve().parents[2] / "Makefile").read_text()
     exps = Path(__file__).resolve().parents[2] / "scripts" / "exps.py"

@@ -125,12 +125,18 @@ def test_weight_average_is_what_training_keeps(tmp_path):
 
 
 def test_unknown_learning_rate_schedule_is_named():
-    from wastesort.training.fitting import optimizer
+    """The recipe's optimizers come from the validated sections: an unknown schedule stops
+    there, named, before any training (fitting.optimizer no longer re-checks it)."""
+    from wastesort import config
+    from wastesort.training.recipe import recipes
 
-    with pytest.raises(ConfigError, match="lr_schedule"):
-        optimizer(
-            {"lr": 1e-3, "epochs": 2, "batch_size": 8, "patience": 2, "lr_schedule": "linear"}, 10
-        )
+    params = config.validated({})
+    params["finetune"] = {**params["finetune"], "lr_schedule": "linear"}
+    with pytest.raises(ConfigError, match="finetune.lr_schedule"):
+        recipes(params)
+    warmup, fine, last = recipes(config.validated({}))
+    assert (fine.lr_schedule, fine.ema_momentum, warmup.lr_schedule) == ("cosine", 0.99, "constant")
+    assert (warmup.lr, fine.lr, last.lr) == (1e-3, 1e-4, 1e-3)
 
 
 def test_whole_backbone_fine_tuning_caches_resized_images():

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from wastesort import artifacts, features
-from wastesort.config import ConfigError, typed
+from wastesort.config import ConfigError, Review, typed
 from wastesort.data.gallery import plot_grid
 
 SPLITS = ("train", "val", "test")
@@ -127,22 +127,21 @@ def rank_suspects(
 
 
 def review(
-    feats: np.ndarray, data: dict[str, np.ndarray], cfg: dict[str, Any]
+    feats: np.ndarray, data: dict[str, np.ndarray], cfg: Review | dict[str, Any]
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """The ranked table and metrics for images ``data`` (paths, labels, splits) with ``feats``."""
-    typed("review", cfg)
+    """The ranked table and metrics for images ``data`` (paths, labels, splits) with ``feats``;
+    ``cfg``: the ``review`` section (a mapping is validated first)."""
+    cfg = typed("review", cfg) if isinstance(cfg, dict) else cfg
     classes = sorted(set(data["labels"].tolist()))
     y = np.array([classes.index(label) for label in data["labels"]])
-    probs = out_of_fold_probabilities(
-        feats, y, int(cfg["folds"]), int(cfg["seed"]), float(cfg["c"])
-    )
+    probs = out_of_fold_probabilities(feats, y, cfg.folds, cfg.seed, cfg.c)
     table = rank_suspects(probs, data["labels"], classes, data["paths"], data["splits"])
     flagged = table[table["flagged"]]
     metrics = {
         "n_images": int(len(table)),
         "n_suspects": int(len(flagged)),
         "suspects_in_test": int((flagged["split"] == "test").sum()),
-        "folds": int(cfg["folds"]),
+        "folds": cfg.folds,
         "oof_accuracy": round(float((probs.argmax(axis=1) == y).mean()), 4),
     }
     return table, metrics

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from wastesort.config import Serve, typed
 from wastesort.field import KINDS, LOG
 
 log = logging.getLogger("wastesort.capture")
@@ -71,13 +72,15 @@ class Capture:
 
     @classmethod
     def from_params(
-        cls, serve: dict[str, Any], on_miss: Any = None, on_kept: Any = None
+        cls, serve: Serve | dict[str, Any], on_miss: Any = None, on_kept: Any = None
     ) -> Capture:
+        """From the ``serve`` section (a mapping is validated first)."""
+        serve = typed("serve", serve) if isinstance(serve, dict) else serve
         return cls(
-            mode=str(serve["capture"]),
-            folder=Path(str(serve["capture_dir"])).expanduser(),
-            max_files=int(serve["capture_max_files"]),
-            max_bytes=int(float(serve["capture_max_mb"]) * 1024 * 1024),
+            mode=serve.capture,
+            folder=Path(serve.capture_dir).expanduser(),
+            max_files=serve.capture_max_files,
+            max_bytes=int(serve.capture_max_mb * 1024 * 1024),
             on_miss=on_miss,
             on_kept=on_kept,
         )

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from wastesort import images, preprocess
-from wastesort.config import ConfigError, load_params, section, typed
+from wastesort.config import ConfigError, Serve, load_params, typed
 
 #: What an upload problem answers over HTTP.
 STATUS_FOR = {
@@ -45,7 +45,7 @@ class ServeConfig:
     default_stream: str
     min_confidence: float = 0.0
     uncertain_stream: str = "manual_check"
-    serve: dict[str, Any] = field(default_factory=dict)  # the whole section (capture, review)
+    serve: Serve = field(default_factory=Serve)  # the whole section (capture, inbox)
 
     @classmethod
     def load(cls, params_file: str | os.PathLike = "params.yaml") -> ServeConfig:
@@ -54,40 +54,44 @@ class ServeConfig:
                 "WASTESORT_REVIEW_TOKEN is now WASTESORT_INBOX_TOKEN (the page moved to /inbox)"
             )
         params = load_params(params_file)
-        serve, register = section(params, "serve"), section(params, "register")
-        validate = typed("validate", params.get("validate") or {})
-        # WASTESORT_SERVE_MODEL overrides serve.model for one server (benchmarks, canaries)
-        kind = str(os.environ.get("WASTESORT_SERVE_MODEL") or serve["model"])
-        if kind not in MODEL_KINDS:
-            raise ConfigError(
-                f"params.yaml: serve.model must be one of {', '.join(MODEL_KINDS)}, got {kind!r}"
-            )
-        # WASTESORT_SERVE_CAPTURE and WASTESORT_CAPTURE_DIR: the same for serve.capture(_dir)
-        overrides = {"capture": "WASTESORT_SERVE_CAPTURE", "capture_dir": "WASTESORT_CAPTURE_DIR"}
-        serve = {**serve, **{k: os.environ[v] for k, v in overrides.items() if os.environ.get(v)}}
-        typed("serve", serve)
+        # for one server (benchmarks, canaries): WASTESORT_SERVE_MODEL overrides serve.model,
+        # WASTESORT_SERVE_CAPTURE and WASTESORT_CAPTURE_DIR serve.capture(_dir); checked as
+        # params.yaml's values are
+        overrides = {
+            "model": "WASTESORT_SERVE_MODEL",
+            "capture": "WASTESORT_SERVE_CAPTURE",
+            "capture_dir": "WASTESORT_CAPTURE_DIR",
+        }
+        serve = typed(
+            "serve",
+            {
+                **params["serve"],
+                **{k: os.environ[v] for k, v in overrides.items() if os.environ.get(v)},
+            },
+        )
+        register = typed("register", params["register"])
         return cls(
-            model_name=str(register["model_name"]),
-            alias=str(register["alias"]),
-            model_kind=kind,
-            max_upload_bytes=int(float(serve["max_upload_mb"]) * 1024 * 1024),
-            max_pixels=int(serve["max_pixels"]),
-            max_batch_size=int(serve["max_batch_size"]),
-            max_images_per_request=int(serve["max_images_per_request"]),
-            min_side=int(validate.min_side),
-            workers=int(serve["workers"]),
-            tflite_threads=int(serve["tflite_threads"]),
-            streams={str(k): str(v) for k, v in serve["streams"].items()},
-            default_stream=str(serve["default_stream"]),
-            min_confidence=float(serve["min_confidence"]),
-            uncertain_stream=str(serve["uncertain_stream"]),
-            serve=dict(serve),
+            model_name=register.model_name,
+            alias=register.alias,
+            model_kind=serve.model,
+            max_upload_bytes=int(serve.max_upload_mb * 1024 * 1024),
+            max_pixels=serve.max_pixels,
+            max_batch_size=serve.max_batch_size,
+            max_images_per_request=serve.max_images_per_request,
+            min_side=typed("validate", params["validate"]).min_side,
+            workers=serve.workers,
+            tflite_threads=serve.tflite_threads,
+            streams=dict(serve.streams),
+            default_stream=serve.default_stream,
+            min_confidence=serve.min_confidence,
+            uncertain_stream=serve.uncertain_stream,
+            serve=serve,
         )
 
     @property
     def inbox_token(self) -> str:
         """`/inbox` is open with this token only; empty: the page is off."""
-        return os.environ.get("WASTESORT_INBOX_TOKEN") or str(self.serve["inbox_token"])
+        return os.environ.get("WASTESORT_INBOX_TOKEN") or self.serve.inbox_token
 
     def stream_for(self, label: str) -> str:
         return self.streams.get(label, self.default_stream)

@@ -1,10 +1,8 @@
 """MLflow tracking: one run per pipeline execution, shared by the stages that train and judge.
 
-``finetune`` opens the run, logs every param and each epoch while it trains (``finetune_*``
-metrics, visible in the UI during the run) and leaves its id in ``data/finetuned/mlflow_run.json``.
-``train`` continues that run (``pipeline_run``) or, when fine-tuning was cached or ran under other
-params or another tracking server, opens a new one and copies the fine-tuning epochs in; it leaves
-the id in ``models/mlflow_run.json``, and ``evaluate`` and ``register`` reopen it, so params,
+``train`` opens the run, logs every param and each epoch while it trains (``finetune_*`` and
+``head_refit_*`` metrics, visible in the UI during the run, and system metrics) and leaves its
+id in ``models/mlflow_run.json``; ``evaluate``, ``export`` and ``register`` reopen it, so params,
 epochs, test metrics and the model sit together.
 """
 
@@ -21,8 +19,6 @@ from wastesort import paths
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 RUN_FILE = paths.MODELS / "mlflow_run.json"
-FINETUNE_RUN_FILE = paths.FINETUNED / "mlflow_run.json"
-TRAINED_TAG = "wastesort.trained"  # set by `train`: that run has its model, start another
 
 
 def tracking_uri() -> str:
@@ -183,9 +179,9 @@ def reopen_run():
     return mlflow.start_run(tags={"model_run_id": run_id or "unknown"})
 
 
-def start_finetune_run(params: dict[str, Any]):
-    """The pipeline's run, opened by `finetune` with every param, the run tags and system
-    metrics while it trains."""
+def start_training_run(params: dict[str, Any]):
+    """The pipeline's run, opened by `train` with every param, the run tags and system metrics
+    while it trains."""
     configure(params["mlflow"]["experiment"])
     return open_run(params, system_metrics=True)
 
@@ -212,38 +208,6 @@ def log_finetune_summary(summary: dict[str, Any]) -> None:
             if k not in ("layers", "epochs_run") and isinstance(v, (int, float))
         }
     )
-
-
-def pipeline_run(params: dict[str, Any]):
-    """For `train`: (the active run, whether it continues the one `finetune` opened). That run
-    is continued when this tracking server has it, it was opened under exactly these params and
-    no model was trained in it yet; otherwise a new run is opened with the params and tags (and
-    the caller copies the fine-tuning epochs in)."""
-    import json
-
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    run_id = (
-        json.loads(FINETUNE_RUN_FILE.read_text()).get("run_id")
-        if FINETUNE_RUN_FILE.is_file()
-        else None
-    )
-    if run_id:
-        try:
-            opened = mlflow.get_run(run_id)
-        except MlflowException:
-            opened = None
-        if (
-            opened is not None
-            and TRAINED_TAG not in opened.data.tags
-            and opened.data.params == flatten(params)
-        ):
-            run = mlflow.start_run(run_id=run_id)
-            mlflow.set_tag(TRAINED_TAG, "true")
-            return run, True
-    tags = {TRAINED_TAG: "true", **({"finetune_run_id": run_id} if run_id else {})}
-    return open_run(params, tags), False
 
 
 def live_epoch_metrics(prefix: str):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from sklearn.utils.class_weight import compute_class_weight
@@ -59,9 +59,8 @@ def class_weights(y: np.ndarray, n_classes: int) -> dict[int, float]:
 
 @dataclass(frozen=True)
 class Recipe:
-    """What one ``fit`` call uses, read from a ``finetune`` or ``train`` section. A key that
-    section does not have keeps the value here: ``train`` has no schedule or EMA, ``finetune`` no
-    ``class_weights`` switch (it always weights)."""
+    """What one ``fit`` call uses (``training.recipe.recipes`` makes the pipeline's three from
+    the typed ``finetune``, ``head`` and ``train`` sections, which validated every value)."""
 
     lr: float
     epochs: int
@@ -70,7 +69,7 @@ class Recipe:
     seed: int = 0
     label_smoothing: float = 0.0
     class_weights: bool = True
-    lr_schedule: str = "constant"
+    lr_schedule: Literal["constant", "cosine"] = "constant"
     ema_momentum: float = 0.0
 
     @classmethod
@@ -87,15 +86,10 @@ def optimizer(cfg: dict[str, Any] | Recipe, steps_per_epoch: int):
     import keras
 
     recipe = Recipe.of(cfg)
-    lr = float(recipe.lr)
-    schedule = recipe.lr_schedule
-    if schedule == "cosine":
-        lr = keras.optimizers.schedules.CosineDecay(lr, int(recipe.epochs) * steps_per_epoch)
-    elif schedule != "constant":
-        raise ConfigError(f"params.yaml: lr_schedule must be constant or cosine, got {schedule!r}")
-    ema = float(recipe.ema_momentum)
-    if not 0.0 <= ema < 1.0:
-        raise ConfigError(f"params.yaml: ema_momentum must be in [0, 1), got {ema}")
+    lr = recipe.lr
+    if recipe.lr_schedule == "cosine":
+        lr = keras.optimizers.schedules.CosineDecay(lr, recipe.epochs * steps_per_epoch)
+    ema = recipe.ema_momentum
     return keras.optimizers.Adam(lr, use_ema=ema > 0, ema_momentum=ema or 0.99)
 
 
@@ -144,7 +138,7 @@ def fit(
     model,
     train,
     val: tuple[np.ndarray, np.ndarray],
-    cfg: dict[str, Any],
+    cfg: Recipe | dict[str, Any],
     history_csv: Path,
     callbacks: list | None = None,
     first_epoch: int = 0,
@@ -159,7 +153,7 @@ def fit(
 
     cfg = Recipe.of(cfg)
     n_classes = int(model.output.shape[-1])
-    batch = int(cfg.batch_size)
+    batch = cfg.batch_size
     replicas = check_replica_batches(batch)
     val_x = np.asarray(val[0]) if replicas > 1 else val[0]  # several replicas: padded below
     validation = (val_x, keras.utils.to_categorical(val[1], n_classes))
@@ -172,7 +166,7 @@ def fit(
         targets = keras.utils.to_categorical(train[1], n_classes)
         if replicas > 1:  # the dataset reshuffles itself each epoch
             inputs = {
-                "x": full_batches(train[0], targets, batch, replicas, int(cfg.seed)),
+                "x": full_batches(train[0], targets, batch, replicas, cfg.seed),
                 "shuffle": False,
             }
             steps = len(inputs["x"])
@@ -188,7 +182,7 @@ def fit(
     opt = optimizer(cfg, steps)
     model.compile(
         optimizer=opt,
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=float(cfg.label_smoothing)),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
         # several replicas: weighted, so the padding rows of weight 0 do not count (training
         # accuracy then weighs by class_weights too)
         **{
@@ -200,18 +194,18 @@ def fit(
     stopper = keras.callbacks.EarlyStopping(
         monitor="val_accuracy",
         mode="max",
-        patience=int(cfg.patience),
+        patience=cfg.patience,
         restore_best_weights=True,
         verbose=1,
     )
     history_csv.parent.mkdir(parents=True, exist_ok=True)
     timer = epoch_timer()
-    bar = [progress_bar(progress, len(train_labels), batch, int(cfg.epochs))] if progress else []
+    bar = [progress_bar(progress, len(train_labels), batch, cfg.epochs)] if progress else []
     fitted = model.fit(
         **inputs,
         validation_data=validation,
         validation_batch_size=batch if replicas > 1 else None,
-        epochs=first_epoch + int(cfg.epochs),
+        epochs=first_epoch + cfg.epochs,
         initial_epoch=first_epoch,
         class_weight=class_weights(train_labels, n_classes) if cfg.class_weights else None,
         # SwapEMAWeights first: validation, the best-epoch copy and the result use the average.
@@ -299,8 +293,8 @@ def fine_tune(
     classifier: Classifier,
     train: tuple[np.ndarray, np.ndarray],
     val: tuple[np.ndarray, np.ndarray],
-    head_cfg: dict[str, Any],
-    tune_cfg: dict[str, Any],
+    head_cfg: Recipe,
+    tune_cfg: Recipe,
     history_csv: Path,
     fresh=None,
     callbacks: list | None = None,
@@ -309,10 +303,8 @@ def fine_tune(
     ``fresh`` (newly augmented images each epoch, see ``FreshVariants``) when given, else on
     the cached activations. ``callbacks`` see both phases' epochs, numbered on from one to the
     other (as in ``history_csv``)."""
-    pooled_train = predict_rows(
-        classifier.pooler, train[0], desc="finetune: warm-up, pooling train"
-    )
-    pooled_val = predict_rows(classifier.pooler, val[0], desc="finetune: warm-up, pooling val")
+    pooled_train = predict_rows(classifier.pooler, train[0], desc="train: warm-up, pooling train")
+    pooled_val = predict_rows(classifier.pooler, val[0], desc="train: warm-up, pooling val")
     warm = fit(
         classifier.head,
         (pooled_train, train[1]),
@@ -335,7 +327,7 @@ def fine_tune(
         callbacks,
         first_epoch=warm.epochs_run,
         train_labels=data[1],
-        progress="finetune: fine-tuning",
+        progress="train: fine-tuning",
     )
     set_fine_tuning(classifier, False)
     kept = not restore_unless_beaten(classifier.top, before, warm.best_val_accuracy, tuned)
@@ -369,7 +361,7 @@ def fit_head(
     head,
     train: tuple[np.ndarray, np.ndarray],
     val: tuple[np.ndarray, np.ndarray],
-    cfg: dict[str, Any],
+    cfg: Recipe | dict[str, Any],
     history_csv: Path,
     callbacks: list | None = None,
     start: Path | None = None,

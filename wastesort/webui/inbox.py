@@ -80,7 +80,7 @@ def settings() -> Settings:
     cfg = ServeConfig.load()
     return Settings(
         token=cfg.inbox_token,
-        capture_dir=Path(str(cfg.serve["capture_dir"])).expanduser(),
+        capture_dir=Path(cfg.serve.capture_dir).expanduser(),
         field_dir=FIELD,
         params=load_params(),
     )
