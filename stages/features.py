@@ -20,8 +20,7 @@ def main() -> None:
     from wastesort import artifacts, features
     from wastesort.model import BackboneSpec, build_classifier, cache_dtype, cache_model
 
-    backbone_cfg = config.section(params, "backbone")
-    spec = BackboneSpec.from_params(backbone_cfg, config.section(params, "finetune"))
+    spec = BackboneSpec.from_params(params["backbone"], params["finetune"])
     splits = {
         name: artifacts.read_manifest(paths.split_manifest(name))
         for name in ("train", "val", "test")
@@ -31,10 +30,11 @@ def main() -> None:
     )
     classifier = build_classifier(2, spec)
     extractor, dtype = cache_model(classifier), cache_dtype(classifier)
-    cfg = {
-        **backbone_cfg,
-        "max_pixels": config.section(params, "validate")["max_pixels"],
-        "fill_mode": config.section(params, "augment")["fill_mode"],
+    options = {
+        "size": spec.image_size,
+        "batch_size": config.typed("backbone", params["backbone"]).batch_size,
+        "max_pixels": config.typed("validate", params["validate"]).max_pixels,
+        "fill_mode": config.typed("augment", params["augment"]).fill_mode,
     }
     root = config.data_root(params)
     plan = read_plan(paths.PLAN)
@@ -45,7 +45,7 @@ def main() -> None:
     written = {}
     for name, split in splits.items():
         written[name] = features.extract_split(
-            extractor, root, split, plans[name], cfg, OUT_DIR, name, dtype
+            extractor, root, split, plans[name], OUT_DIR, name, dtype=dtype, **options
         )
         print(
             f"features: {name}: {written[name]['rows']} rows of "

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from wastesort.config import section, typed
+from wastesort.config import Augment, typed
 
 PLAN_COLUMNS = [
     "path",
@@ -44,23 +44,26 @@ RANGE_KEYS = (
 TRANSFORM_COLUMNS = PLAN_COLUMNS[3:]
 
 
-def draw_transforms(n: int, cfg: dict[str, Any], rng: np.random.Generator) -> pd.DataFrame:
+def draw_transforms(
+    n: int, cfg: Augment | dict[str, Any], rng: np.random.Generator
+) -> pd.DataFrame:
     """``n`` random transforms within the ranges of ``augment.*``."""
+    cfg = typed("augment", cfg)
 
     def uniform(half_width: float) -> np.ndarray:
         return rng.uniform(-half_width, half_width, n)
 
     return pd.DataFrame(
         {
-            "flip_h": rng.random(n) < (0.5 if cfg["horizontal_flip"] else 0.0),
-            "flip_v": rng.random(n) < (0.5 if cfg["vertical_flip"] else 0.0),
-            "rotation": uniform(cfg["rotation_degrees"]),
-            "shift_x": uniform(cfg["width_shift"]),
-            "shift_y": uniform(cfg["height_shift"]),
-            "shear": uniform(cfg["shear_degrees"]),
-            "zoom": 1.0 + uniform(cfg["zoom"]),
-            "brightness": 1.0 + uniform(cfg["brightness"]),
-            "contrast": 1.0 + uniform(cfg["contrast"]),
+            "flip_h": rng.random(n) < (0.5 if cfg.horizontal_flip else 0.0),
+            "flip_v": rng.random(n) < (0.5 if cfg.vertical_flip else 0.0),
+            "rotation": uniform(cfg.rotation_degrees),
+            "shift_x": uniform(cfg.width_shift),
+            "shift_y": uniform(cfg.height_shift),
+            "shear": uniform(cfg.shear_degrees),
+            "zoom": 1.0 + uniform(cfg.zoom),
+            "brightness": 1.0 + uniform(cfg.brightness),
+            "contrast": 1.0 + uniform(cfg.contrast),
         },
         columns=TRANSFORM_COLUMNS,
     )
@@ -68,10 +71,10 @@ def draw_transforms(n: int, cfg: dict[str, Any], rng: np.random.Generator) -> pd
 
 def make_plan(train: pd.DataFrame, cfg: dict[str, Any]) -> pd.DataFrame:
     """Draw ``variants_per_image`` random transforms per train image, from ``augment.seed``."""
-    typed("augment", cfg)  # a bad range is a one-line error naming augment.KEY
-    rng = np.random.default_rng(int(cfg["seed"]))
+    cfg = typed("augment", cfg)  # a bad range is a one-line error naming augment.KEY
+    rng = np.random.default_rng(cfg.seed)
     ordered = train.sort_values("path").reset_index(drop=True)
-    k, n = int(cfg["variants_per_image"]), len(ordered)
+    k, n = cfg.variants_per_image, len(ordered)
     plan = pd.DataFrame(
         {
             "path": np.repeat(ordered["path"].to_numpy(), k),
@@ -166,14 +169,14 @@ class FreshVariants:
         labels: np.ndarray,
         n_classes: int,
         trunk,
-        cfg: dict[str, Any],
+        cfg: Augment | dict[str, Any],
         batch_size: int,
         seed: int,
         mixup_alpha: float = 0.0,
     ):
         typed("finetune", {"mixup_alpha": float(mixup_alpha)})
         self.images, self.labels, self.n_classes = images, labels, n_classes
-        self.trunk, self.cfg, self.batch_size = trunk, cfg, batch_size
+        self.trunk, self.cfg, self.batch_size = trunk, typed("augment", cfg), batch_size
         self.mixup_alpha = float(mixup_alpha)
         self.rng = np.random.default_rng(seed)
         self.order = self.rng.permutation(len(images))
@@ -183,18 +186,18 @@ class FreshVariants:
     def from_params(
         cls, images: np.ndarray, labels: np.ndarray, n_classes: int, trunk, params: dict[str, Any]
     ) -> FreshVariants:
-        """As the `finetune` stage draws them: `augment`'s transforms, `finetune`'s batch size,
+        """As the `train` stage draws them: `augment`'s transforms, `finetune`'s batch size,
         seed and mixup."""
-        cfg = section(params, "finetune")
+        cfg = typed("finetune", params["finetune"])
         return cls(
             images,
             labels,
             n_classes,
             trunk,
-            section(params, "augment"),
-            int(cfg["batch_size"]),
-            int(cfg["seed"]),
-            float(cfg["mixup_alpha"]),
+            params["augment"],
+            cfg.batch_size,
+            cfg.seed,
+            cfg.mixup_alpha,
         )
 
     def __len__(self) -> int:
@@ -207,7 +210,7 @@ class FreshVariants:
 
         picked = self.order[index * self.batch_size : (index + 1) * self.batch_size]
         rows = draw_transforms(len(picked), self.cfg, self.rng).to_dict("records")
-        augmented = apply_plan(self.images[picked].astype(np.float32), rows, self.cfg["fill_mode"])
+        augmented = apply_plan(self.images[picked].astype(np.float32), rows, self.cfg.fill_mode)
         targets = keras.utils.to_categorical(self.labels[picked], self.n_classes)
         if self.mixup_alpha > 0:
             weight = self.rng.beta(self.mixup_alpha, self.mixup_alpha, len(picked))

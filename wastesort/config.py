@@ -208,7 +208,17 @@ class Serve(Section):
     workers: Positive = 2
     tflite_threads: Positive = 1
     default_stream: str = "residual_waste"
-    streams: dict[str, str] = {}
+    streams: dict[str, str] = {
+        "cardboard": "paper_and_cardboard",
+        "paper": "paper_and_cardboard",
+        "glass": "glass",
+        "metal": "metals",
+        "plastic": "plastics",
+        "plastic_bottle": "plastics",
+        "plastic_container": "plastics",
+        "plastic_cup": "plastics",
+        "trash": "residual_waste",
+    }
     capture: Literal["none", "uncertain", "all"] = "none"
     capture_dir: str = "inbox"
     capture_max_files: Positive = 10_000

@@ -48,14 +48,20 @@ def extract_split(
     root: Path,
     split: pd.DataFrame,
     plan: pd.DataFrame | None,
-    cfg: dict[str, Any],
     out_dir: Path,
     name: str,
+    *,
+    size: tuple[int, int],
+    batch_size: int,
+    max_pixels: int,
+    fill_mode: str,
     dtype: str = "float16",
 ) -> dict[str, Any]:
     """Every image of a split (variant 0) and, for train, each planned variant through
-    ``trunk``, written to ``out_dir/<name>`` one batch at a time; returns rows and bytes."""
-    size, chunk = preprocess.image_size(cfg["image_size"]), int(cfg["batch_size"])
+    ``trunk``, written to ``out_dir/<name>`` one batch at a time; returns rows and bytes.
+    ``size`` (height, width), ``batch_size`` (``backbone.*``), ``max_pixels``
+    (``validate.max_pixels``) and ``fill_mode`` (``augment.fill_mode``)."""
+    chunk = batch_size
     plan_by_path = (
         {p: g.to_dict("records") for p, g in plan.groupby("path")} if plan is not None else {}
     )
@@ -65,7 +71,7 @@ def extract_split(
     with tqdm(total=n_rows, desc=f"features: {name}", unit="img") as bar:
         for start in range(0, len(ordered), chunk):
             part = ordered.iloc[start : start + chunk]
-            batch = load_resized(root, part["path"].tolist(), size, int(cfg["max_pixels"]))
+            batch = load_resized(root, part["path"].tolist(), size, max_pixels)
             writer.append(
                 run_trunk(trunk, batch, dtype), part["label"], part["path"], [0] * len(part)
             )
@@ -74,7 +80,7 @@ def extract_split(
             for v_start in range(0, len(rows), chunk):
                 group = rows[v_start : v_start + chunk]
                 augmented = apply_plan(
-                    batch[[i for i, _ in group]], [r for _, r in group], cfg["fill_mode"]
+                    batch[[i for i, _ in group]], [r for _, r in group], fill_mode
                 )
                 writer.append(
                     run_trunk(trunk, augmented, dtype),

@@ -9,13 +9,14 @@ import numpy as np
 import pandas as pd
 
 from wastesort.augmentation import apply_plan
+from wastesort.config import Augment, typed
 from wastesort.features import load_resized
 
 
 def plot_augment_preview(
     root: Path,
     plan: pd.DataFrame,
-    cfg: dict[str, Any],
+    cfg: Augment | dict[str, Any],
     path: Path,
     size: tuple[int, int],
     max_pixels: int = 10**9,
@@ -26,8 +27,9 @@ def plot_augment_preview(
     import matplotlib.pyplot as plt
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    originals = list(dict.fromkeys(plan["path"]))[: int(cfg["preview_images"])]
-    per_row = min(int(cfg["variants_per_image"]), 5)
+    cfg = typed("augment", cfg)
+    originals = list(dict.fromkeys(plan["path"]))[: cfg.preview_images]
+    per_row = min(cfg.variants_per_image, 5)
     fig, axes = plt.subplots(
         max(1, len(originals)),
         per_row + 1,
@@ -43,7 +45,7 @@ def plot_augment_preview(
             axes[r, 0].imshow(image.astype(np.uint8))
             axes[r, 0].set_title(Path(rel).name, fontsize=7)
             if rows:
-                variants = apply_plan(np.repeat(image[None], len(rows), 0), rows, cfg["fill_mode"])
+                variants = apply_plan(np.repeat(image[None], len(rows), 0), rows, cfg.fill_mode)
                 for c, variant in enumerate(variants, start=1):
                     axes[r, c].imshow(variant.astype(np.uint8))
                     axes[r, c].set_title(f"variant {c}", fontsize=7)

@@ -9,6 +9,7 @@ import yaml
 
 from tests.conftest import REPO
 from wastesort.augmentation import apply_plan, make_plan
+from wastesort.config import typed
 
 CFG = yaml.safe_load((REPO / "params.yaml").read_text())["augment"]
 IDENTITY = {
@@ -115,7 +116,7 @@ def test_fresh_variants_from_params_take_augment_and_finetune_knobs():
     params = {"augment": CFG, "finetune": {"batch_size": 4, "seed": 7, "mixup_alpha": 0.2}}
     fresh = FreshVariants.from_params(images, labels, 2, lambda x, training: x, params)
     direct = FreshVariants(images, labels, 2, lambda x, training: x, CFG, 4, 7, 0.2)
-    assert (fresh.batch_size, fresh.mixup_alpha, fresh.cfg) == (4, 0.2, CFG)
+    assert (fresh.batch_size, fresh.mixup_alpha, fresh.cfg) == (4, 0.2, typed("augment", CFG))
     for a, b in zip(fresh.batch(0), direct.batch(0), strict=True):
         np.testing.assert_array_equal(a, b)  # the same seed draws the same batch
     assert len(fresh.batch(0)[0]) == 4

@@ -125,6 +125,16 @@ def test_a_missing_section_or_key_takes_the_one_default(tmp_path):
     }
 
 
+def test_params_yaml_states_exactly_the_typed_defaults():
+    """One set of defaults: params.yaml (what DVC tracks and `-S` edits) states every key of
+    every section with the value wastesort/config.py gives it, so neither can drift."""
+    shipped = yaml.safe_load((REPO / "params.yaml").read_text())
+    defaults = config.Params().model_dump(by_alias=True)
+    assert list(shipped) == list(defaults)
+    for name, section in defaults.items():
+        assert shipped[name] == section, name
+
+
 def test_typed_sections_are_frozen_and_fill_partial_mappings():
     backbone = config.typed("backbone", {"name": "mobilenet_v2"})
     assert (backbone.name, backbone.image_size, backbone.weights) == (

@@ -333,17 +333,13 @@ def validate(
 ) -> ValidationOutcome:
     """Validate the folder and the ``extras`` (``data.extra_paths``) as one data set; Data Docs
     and GE's result JSON are written under ``docs_dir``."""
-    typed("validate", cfg)
-    max_pixels, min_side = int(cfg["max_pixels"]), int(cfg["min_side"])
-    min_images = int(cfg["min_images_per_class"])
+    cfg = typed("validate", cfg)
+    max_pixels, min_side = cfg.max_pixels, cfg.min_side
+    min_images = cfg.min_images_per_class
     scan = scan_folder(root, classes)
     scan_extras(scan, extras)
-    facts, pairs = mark_near_duplicates(
-        build_facts(scan, max_pixels), int(cfg["near_duplicate_distance"])
-    )
-    expectations = file_expectations(
-        max_pixels, min_side, bool(cfg["exclude_near_duplicate_conflicts"])
-    )
+    facts, pairs = mark_near_duplicates(build_facts(scan, max_pixels), cfg.near_duplicate_distance)
+    expectations = file_expectations(max_pixels, min_side, cfg.exclude_near_duplicate_conflicts)
     with tempfile.TemporaryDirectory() as tmp:
         context = gx_context(Path(tmp))
         file_run = run_suites(context, {"files": (facts, expectations)}, "path")

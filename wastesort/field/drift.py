@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from wastesort.config import ConfigError, load_params, section
+from wastesort.config import ConfigError, Monitor, load_params, typed
 from wastesort.field import LOG as CAPTURE_LOG
 
 EXIT_OK = 0  # no drift
@@ -257,8 +257,8 @@ def reference_from_champion(params: dict[str, Any]) -> tuple[Reference | None, s
     at, or (None, why not)."""
     from wastesort import tracking
 
-    register = section(params, "register")
-    name, alias = str(register["model_name"]), str(register["alias"])
+    register = typed("register", params["register"])
+    name, alias = register.model_name, register.alias
     uri = tracking.tracking_uri()
     if uri == tracking.DEFAULT_TRACKING_URI and not Path("mlflow.db").is_file():
         return None, "no MLflow registry here (mlflow.db)"
@@ -294,20 +294,22 @@ def load_reference(params: dict[str, Any], path: str | None) -> tuple[Reference,
 
 
 def judge(
-    tally: Tally, reference: Reference, monitor: dict[str, Any], threshold: float | None
+    tally: Tally, reference: Reference, monitor: Monitor | dict[str, Any], threshold: float | None
 ) -> dict[str, Any]:
-    """Both checks, as the report printed and given by ``--json``."""
+    """Both checks, as the report printed and given by ``--json``; ``monitor``: the
+    ``monitor`` section (a mapping is validated first)."""
     from scipy.stats import chisquare
 
+    monitor = typed("monitor", monitor)
     total = tally.total
     report: dict[str, Any] = {
         "answers": total,
         "thresholds": {
-            k: monitor[k] for k in ("min_answers", "max_class_mix_p", "max_uncertain_rise")
+            k: getattr(monitor, k) for k in ("min_answers", "max_class_mix_p", "max_uncertain_rise")
         },
         "reasons": [],
     }
-    if total < int(monitor["min_answers"]):
+    if total < monitor.min_answers:
         report["verdict"] = "too_few"
         report["exit_code"] = EXIT_TOO_FEW
         return report
@@ -334,10 +336,10 @@ def judge(
         report["chi2"] = round(float(test.statistic), 6)
         report["p_value"] = float(test.pvalue)
         report["small_expected"] = any(r["expected"] < 5 for r in rows)
-        if test.pvalue < float(monitor["max_class_mix_p"]):
+        if test.pvalue < monitor.max_class_mix_p:
             report["reasons"].append(
                 f"class mix differs from the test split's (chi-square p = {test.pvalue:.3g} "
-                f"< monitor.max_class_mix_p {monitor['max_class_mix_p']})"
+                f"< monitor.max_class_mix_p {monitor.max_class_mix_p})"
             )
     if unknown:
         report["reasons"].append(
@@ -353,11 +355,11 @@ def judge(
     if reference.uncertain_share is not None:
         rise = share - reference.uncertain_share
         report["uncertain_rise"] = round(rise, 6)
-        if rise > float(monitor["max_uncertain_rise"]) + 1e-12:
+        if rise > monitor.max_uncertain_rise + 1e-12:
             report["reasons"].append(
                 f"uncertain share {share:.1%} is {rise:+.1%} over the test split's "
                 f"{reference.uncertain_share:.1%} (monitor.max_uncertain_rise "
-                f"{monitor['max_uncertain_rise']:.0%})"
+                f"{monitor.max_uncertain_rise:.0%})"
             )
     report["verdict"] = "drift" if report["reasons"] else "ok"
     report["exit_code"] = EXIT_DRIFT if report["reasons"] else EXIT_OK
@@ -411,14 +413,14 @@ def print_report(report: dict[str, Any]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     params = load_params(args.params)
-    monitor, serve = section(params, "monitor"), section(params, "serve")
+    monitor, serve = typed("monitor", params["monitor"]), typed("serve", params["serve"])
     reference, notes = load_reference(params, args.reference)
     threshold = reference.min_confidence
     if threshold is None:
-        threshold = float(serve["min_confidence"])
+        threshold = serve.min_confidence
     if args.metrics:
         observed = read_metrics_text(fetch_metrics(args.metrics), args.metrics)
-        served_at = float(serve["min_confidence"])
+        served_at = serve.min_confidence
         observed.threshold = served_at
         if (
             reference.min_confidence is not None
@@ -431,13 +433,13 @@ def run(args: argparse.Namespace) -> int:
     else:
         if args.last is not None and args.last < 1:
             raise ConfigError(f"--last must be at least 1, got {args.last}")
-        served_at = float(serve["min_confidence"])
+        served_at = serve.min_confidence
         if abs(served_at - threshold) > 1e-9:
             notes.append(
                 f"uncertain counted under the reference's threshold {threshold:.2f} "
                 f"(serve.min_confidence is {served_at:.2f})"
             )
-        log = Path(args.log) if args.log else Path(str(serve["capture_dir"])) / CAPTURE_LOG
+        log = Path(args.log) if args.log else Path(serve.capture_dir) / CAPTURE_LOG
         observed = read_capture_log(log, threshold, args.last)
     wanted = args.model_version or reference.model_version
     version, tally, picked = select_version(observed, wanted)

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from wastesort.config import ConfigError, is_hidden, load_params, section
+from wastesort.config import ConfigError, is_hidden, load_params, typed
 
 REPORT_ROOT = Path("reports/field_eval")
 EXIT_OK, EXIT_NOTHING_SCORED = 0, 1  # 2: a ConfigError (the CLI's code)
@@ -110,7 +110,7 @@ def summarise(
     from wastesort.calibration import abstention
     from wastesort.evaluation import evaluate_predictions
 
-    serve, gate = section(params, "serve"), section(params, "evaluate")
+    serve, gate = typed("serve", params["serve"]), typed("evaluate", params["evaluate"])
     scored = [r for r in rows if "error" not in r]
     known = [r for r in scored if r["known"]]
     probabilities = np.array(
@@ -141,8 +141,8 @@ def summarise(
             [r["actual"] for r in known],
             probabilities,
             labels,
-            float(gate["min_accuracy"]),
-            str(gate["gate_on"]),
+            gate.min_accuracy,
+            gate.gate_on,
         )
         truth = np.array([labels.index(r["actual"]) for r in known])
         m = ev.metrics
@@ -154,7 +154,7 @@ def summarise(
                 float(np.mean([m["per_class"][c]["f1-score"] for c in present(m)])), 6
             ),
             per_class=m["per_class"],
-            abstention=abstention(probabilities, truth, float(serve["min_confidence"])),
+            abstention=abstention(probabilities, truth, serve.min_confidence),
             min_accuracy=m["min_accuracy"],
             gate_on=m["gate_on"],
             gate_value=m["gate_value"],
@@ -335,7 +335,7 @@ def log_to_mlflow(
 
     from wastesort import tracking
 
-    experiment = field_experiment(str(section(params, "mlflow")["experiment"]))
+    experiment = field_experiment(typed("mlflow", params["mlflow"]).experiment)
     ref = champion.ref
     try:
         tracking.configure(experiment)
