@@ -2,6 +2,7 @@
 fine-tuned backbone, final head, calibration) in one MLflow run, and the whole model saved: raw
 RGB pixels in, probabilities out."""
 
+import contextlib
 import json
 
 from wastesort import artifacts, config, paths, stage
@@ -28,26 +29,35 @@ def train_and_log(params: dict) -> None:
     from wastesort.tracking.challenger import TRAIN_MANIFEST_ARTIFACT
     from wastesort.training import recipe
 
-    # the pipeline's MLflow run: each epoch shows in the UI as it ends; evaluate, export and
-    # register add to it (models/mlflow_run.json)
-    with tracking.start_training_run(params) as run:
-        print(f"train: MLflow run {run.info.run_id} ({tracking.tracking_uri()})")
+    with contextlib.ExitStack() as stack:
+        opened = []
+
+        def start_run() -> None:
+            """The pipeline's MLflow run, opened when training starts and nothing else then
+            (see recipe.train): each epoch shows in the UI as it ends; evaluate, export and
+            register add to it (models/mlflow_run.json)."""
+            run = stack.enter_context(tracking.start_training_run(params))
+            opened.append(run)
+            print(f"train: MLflow run {run.info.run_id} ({tracking.tracking_uri()})")
+
+        trained = recipe.train(
+            params,
+            finetune_callbacks=[tracking.live_epoch_metrics("finetune_")],
+            head_callbacks=[tracking.live_epoch_metrics(HEAD_REFIT)],
+            on_start=start_run,
+        )
+        (run,) = opened
         validation = artifacts.read_json(paths.metrics("validation.json"))
         mlflow.log_metrics(
             {f"data.{k}": float(v) for k, v in validation.items() if isinstance(v, (int, float))}
         )
         mlflow.log_dict(validation, "data/validation_summary.json")
-        # what this model trained on: `register` leaves these images out when it scores this
-        # model as the champion against a challenger
+        # what this model trained on: `register` leaves these images out when it scores
+        # this model as the champion against a challenger
         mlflow.log_text(paths.split_manifest("train").read_text(), TRAIN_MANIFEST_ARTIFACT)
         data_path = params["data"]["path"]
         tracking.log_split(data_path, "training", paths.split_manifest("train"))
         tracking.log_split(data_path, "validation", paths.split_manifest("val"))
-        trained = recipe.train(
-            params,
-            finetune_callbacks=[tracking.live_epoch_metrics("finetune_")],
-            head_callbacks=[tracking.live_epoch_metrics(HEAD_REFIT)],
-        )
         tracking.log_finetune_summary(trained.fine_tuning)
         artifacts.write_json(paths.metrics("finetune.json"), trained.fine_tuning)
         model, classes, calibrated = trained.classifier.model, trained.classes, trained.calibration

@@ -17,6 +17,7 @@ the head trains from scratch. Each phase leaves its history (``metrics/finetune_
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,10 +85,19 @@ def recipes(params: dict[str, Any]):
     return warmup, fine, last
 
 
-def train(params: dict[str, Any], finetune_callbacks=(), head_callbacks=()) -> Trained:
+def train(
+    params: dict[str, Any],
+    finetune_callbacks=(),
+    head_callbacks=(),
+    on_start: Callable[[], Any] | None = None,
+) -> Trained:
     """Run the whole recipe on the ``features`` stage's cache. ``*_callbacks``: Keras callbacks
-    for the fine-tuning phases' and the final head's epochs (e.g. live MLflow metrics). Run it
-    inside the placement's ``strategy.scope()``."""
+    for the fine-tuning phases' and the final head's epochs (e.g. live MLflow metrics).
+    ``on_start``: called once, when the model is built and the data read, right before the
+    first epoch (the stage opens its MLflow run there). Where matters: MLflow draws a run's
+    default name from Python's global `random`, which Keras also draws from (the batch order
+    of a `PyDataset`, what fine-tuning trains on), so the run is opened after the recipe's
+    seeds are set, at one fixed point. Run it inside the placement's ``strategy.scope()``."""
     import keras
 
     from wastesort import features
@@ -108,8 +118,12 @@ def train(params: dict[str, Any], finetune_callbacks=(), head_callbacks=()) -> T
         FINETUNE_HISTORY.write_text("epoch,accuracy,loss,val_accuracy,val_loss\n")
         fine_tuning = {"layers": 0, "fine_tuned_top_kept": False}
         print("train: finetune.layers = 0, the cached features are pooled already")
+        if on_start is not None:
+            on_start()
     else:
-        fine_tuning = fine_tune(params, spec, splits, classes, warmup, fine, finetune_callbacks)
+        fine_tuning = fine_tune(
+            params, spec, splits, classes, warmup, fine, finetune_callbacks, on_start
+        )
     del splits
     # the final head trains in float32 whatever the device: it is small, and the model it
     # completes is saved, exported to TFLite and served
@@ -144,7 +158,9 @@ def train(params: dict[str, Any], finetune_callbacks=(), head_callbacks=()) -> T
     return Trained(clf, spec, classes, fine_tuning, result, calibrated, int(len(y_train)))
 
 
-def fine_tune(params, spec, splits, classes, warmup, fine, callbacks) -> dict[str, Any]:
+def fine_tune(
+    params, spec, splits, classes, warmup, fine, callbacks, on_start=None
+) -> dict[str, Any]:
     """Steps 1-2: the warm-up head, then the backbone's top with it; saves both and every
     split pooled by the result to ``data/finetuned``. Returns metrics/finetune.json."""
     from wastesort import features
@@ -177,6 +193,8 @@ def fine_tune(params, spec, splits, classes, warmup, fine, callbacks) -> dict[st
             images = np.clip(np.round(resized), 0, 255).astype(np.uint8)
         labels = fitting.encode_labels(train["labels"][originals], classes, "train")
         fresh = FreshVariants.from_params(images, labels, len(classes), clf.trunk, params)
+    if on_start is not None:
+        on_start()
     result = fitting.fine_tune(
         clf, xy["train"], xy["val"], warmup, fine, FINETUNE_HISTORY, fresh, list(callbacks)
     )
