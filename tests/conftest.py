@@ -209,6 +209,9 @@ def team_server(tmp_path_factory):
     db = ts.start_postgres(data, free_port())
     root = tmp_path_factory.mktemp("team_server")
     port = free_port()
+    # its access log goes to a file: a pipe nobody reads fills after some hundred requests
+    # (a whole training's live epochs and system metrics) and then blocks the server
+    log = (root / "mlflow-server.log").open("w+")
     server = subprocess.Popen(
         ts.mlflow_server_command(
             ts.database_uri(int(db.args[db.args.index("-p") + 1])),
@@ -218,16 +221,17 @@ def team_server(tmp_path_factory):
         ),
         cwd=root,
         env=tool_env(),
-        stdout=subprocess.PIPE,
+        stdout=log,
         stderr=subprocess.STDOUT,
         text=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_http(f"{url}/health", server)
+        wait_http(f"{url}/health", server, log=log)
         yield url, root / "artifacts"
     finally:
         stop(server)
+        log.close()
         ts.stop_postgres(db, data)
         shutil.rmtree(data.parent, ignore_errors=True)
 
