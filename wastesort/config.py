@@ -291,9 +291,9 @@ def validated(params: dict[str, Any], path: Path = PARAMS_FILE) -> dict[str, Any
     return model.model_dump(by_alias=True)
 
 
-def typed(name: str, mapping: dict[str, Any]) -> Section:
-    """One section as its frozen model (a partial mapping takes the defaults); a bad value is
-    a one-line ``ConfigError`` naming ``name.key``."""
+def typed(name: str, mapping: dict[str, Any] | Section) -> Section:
+    """One section as its frozen model (a partial mapping takes the defaults; the model itself
+    passes through); a bad value is a one-line ``ConfigError`` naming ``name.key``."""
     try:
         return section_models()[name].model_validate(mapping)
     except ValidationError as exc:

@@ -131,7 +131,7 @@ def review(
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The ranked table and metrics for images ``data`` (paths, labels, splits) with ``feats``;
     ``cfg``: the ``review`` section (a mapping is validated first)."""
-    cfg = typed("review", cfg) if isinstance(cfg, dict) else cfg
+    cfg = typed("review", cfg)
     classes = sorted(set(data["labels"].tolist()))
     y = np.array([classes.index(label) for label in data["labels"]])
     probs = out_of_fold_probabilities(feats, y, cfg.folds, cfg.seed, cfg.c)

@@ -75,7 +75,7 @@ class Capture:
         cls, serve: Serve | dict[str, Any], on_miss: Any = None, on_kept: Any = None
     ) -> Capture:
         """From the ``serve`` section (a mapping is validated first)."""
-        serve = typed("serve", serve) if isinstance(serve, dict) else serve
+        serve = typed("serve", serve)
         return cls(
             mode=serve.capture,
             folder=Path(serve.capture_dir).expanduser(),
