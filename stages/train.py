@@ -14,6 +14,19 @@ MODEL_DIR = paths.MODELS
 HEAD_REFIT = "head_refit_"
 
 
+def input_example(params: dict):
+    """The first val photo as raw pixels, small: the logged model's input example."""
+    from wastesort import features, tracking
+
+    first = artifacts.read_manifest(paths.split_manifest("val"))["path"].iloc[:1].tolist()
+    return features.load_resized(
+        config.data_root(params),
+        first,
+        tracking.EXAMPLE_SIZE,
+        config.typed("validate", params["validate"]).max_pixels,
+    )
+
+
 def main() -> None:
     params = config.load_params()
     placement = distribute.place("train", params)
@@ -98,13 +111,7 @@ def train_and_log(params: dict) -> None:
             }
         )
         mlflow.log_artifact(str(recipe.HEAD_HISTORY), "plots")
-        info = mlflow.keras.log_model(
-            model,
-            name="model",
-            signature=tracking.model_signature(len(classes)),
-            metadata={"labels": classes},
-            pip_requirements=tracking.pip_requirements(),
-        )
+        info = tracking.log_keras_model(model, classes, input_example(params))
         artifacts.write_json(
             tracking.RUN_FILE,
             {

@@ -211,6 +211,9 @@ def assert_run_is_complete(client: MlflowClient, run_id: str, repo: Path) -> Non
     info = mlflow.models.get_model_info(read_json(repo / "models/mlflow_run.json")["model_uri"])
     assert info.metadata["labels"] == ["cardboard", "glass", "metal"]
     assert info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, -1, -1, 3)
+    # the input example (MLflow served it from the logged files before it kept it)
+    assert info.saved_input_example_info["type"] == "ndarray"
+    assert info.model_uuid and info.run_id == run_id
 
 
 def test_export_writes_float32_and_int8_with_parity(repo):
@@ -273,6 +276,17 @@ def test_mlflow_run_in_default_sqlite(repo):
     mlflow.set_tracking_uri(uri)
     run_id = read_json(repo / "models/mlflow_run.json")["run_id"]
     assert_run_is_complete(MlflowClient(uri), run_id, repo)
+    # the logged model serves its input example, a val photo, through MLflow's own loader
+    from wastesort.features import load_resized
+    from wastesort.tracking import EXAMPLE_SIZE
+
+    logged = mlflow.pyfunc.load_model(read_json(repo / "models/mlflow_run.json")["model_uri"])
+    example = logged.input_example["image"]  # keyed by the signature's input name
+    first_val = pd.read_csv(repo / "data/split/val.csv")["path"].iloc[:1].tolist()
+    photo = load_resized(repo / "rawdata", first_val, EXAMPLE_SIZE, 50_000_000)
+    assert example.dtype == np.float32 and np.allclose(example, photo, atol=0.5)
+    probabilities = np.asarray(logged.predict(logged.input_example))
+    assert probabilities.shape == (1, 3) and probabilities.sum() == pytest.approx(1, abs=1e-4)
 
 
 def test_gate_fails_the_stage_above_reached_accuracy(scratch_repo):

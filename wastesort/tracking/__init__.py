@@ -161,6 +161,39 @@ def model_signature(n_classes: int):
     )
 
 
+#: the logged model's input example: one val photo, small (the model resizes any size itself)
+EXAMPLE_SIZE = (48, 64)
+
+
+def log_keras_model(model, classes: list[str], example):
+    """``mlflow.keras.log_model`` with the signature, the labels and ``example`` (a batch of
+    raw RGB pixels) as the input example, which MLflow checks by serving it from the logged
+    files. MLflow 3.17's Keras flavor writes the example before it creates the model's folder
+    and fails ([mlflow#16183](https://github.com/mlflow/mlflow/issues/16183)), so its
+    ``save_model`` is called through one that creates the folder first; the rest is
+    ``Model.log``, what ``mlflow.keras.log_model`` calls."""
+    import types
+
+    import mlflow.keras
+    from mlflow.models import Model
+
+    def save_model(path, **kwargs):
+        os.makedirs(path, exist_ok=True)
+        return mlflow.keras.save_model(path=path, **kwargs)
+
+    flavor = types.SimpleNamespace(__name__=mlflow.keras.__name__, save_model=save_model)
+    return Model.log(
+        artifact_path=None,
+        name="model",
+        flavor=flavor,
+        model=model,
+        signature=model_signature(len(classes)),
+        input_example=example,
+        metadata={"labels": classes},
+        pip_requirements=pip_requirements(),
+    )
+
+
 def reopen_run():
     """The run `train` opened (its id is in models/mlflow_run.json), or a linked new one when
     this tracking server does not have it (for example after MLFLOW_TRACKING_URI changed)."""
