@@ -211,7 +211,7 @@ def assert_run_is_complete(client: MlflowClient, run_id: str, repo: Path) -> Non
     info = mlflow.models.get_model_info(read_json(repo / "models/mlflow_run.json")["model_uri"])
     assert info.metadata["labels"] == ["cardboard", "glass", "metal"]
     assert info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, -1, -1, 3)
-    # the input example (MLflow served it from the logged files before it kept it)
+    # the input example (test_mlflow_run_in_default_sqlite serves it through mlflow.pyfunc)
     assert info.saved_input_example_info["type"] == "ndarray"
     assert info.model_uuid and info.run_id == run_id
 
