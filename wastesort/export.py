@@ -63,15 +63,20 @@ def frozen_graph(keras_model):
     """The fixed-size model traced once, its weights folded in as constants: a concrete
     function both converters take as it is, where converting the Keras model writes and reads
     a SavedModel for each file (decision 0021)."""
+    return traced(fixed_size(keras_model))
+
+
+def traced(model):
+    """``model`` (a fixed input shape) traced once in inference mode, its weights folded in as
+    constants; float32 input named ``image``."""
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import (
         convert_variables_to_constants_v2,
     )
 
-    fixed = fixed_size(keras_model)
-    spec = tf.TensorSpec([None, *fixed.input_shape[1:]], tf.float32, name="image")
-    traced = tf.function(lambda x: fixed(x, training=False)).get_concrete_function(spec)
-    return convert_variables_to_constants_v2(traced)
+    spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32, name="image")
+    concrete = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
+    return convert_variables_to_constants_v2(concrete)
 
 
 def to_tflite(keras_model, representative: np.ndarray) -> dict[str, bytes]:
@@ -82,6 +87,12 @@ def to_tflite(keras_model, representative: np.ndarray) -> dict[str, bytes]:
 
 def to_float32(keras_model) -> bytes:
     return _float32(frozen_graph(keras_model))
+
+
+def float32_file(model) -> bytes:
+    """Any Keras model with a fixed input shape (``Classifier.pooler``, say) as a float32
+    TFLite file."""
+    return _float32(traced(model))
 
 
 def to_int8(keras_model, representative: np.ndarray) -> bytes:

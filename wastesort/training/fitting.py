@@ -18,7 +18,7 @@ from typing import Any, Literal
 import numpy as np
 from sklearn.utils.class_weight import compute_class_weight
 
-from wastesort import calibration
+from wastesort import calibration, pooling
 from wastesort.config import ConfigError
 from wastesort.features import Rows
 from wastesort.features import predict as predict_rows
@@ -303,8 +303,10 @@ def fine_tune(
     ``fresh`` (newly augmented images each epoch, see ``FreshVariants``) when given, else on
     the cached activations. ``callbacks`` see both phases' epochs, numbered on from one to the
     other (as in ``history_csv``)."""
-    pooled_train = predict_rows(classifier.pooler, train[0], desc="train: warm-up, pooling train")
-    pooled_val = predict_rows(classifier.pooler, val[0], desc="train: warm-up, pooling val")
+    pooler = pooling.for_cpu(classifier.pooler)
+    pooled_train = predict_rows(pooler, train[0], desc="train: warm-up, pooling train")
+    pooled_val = predict_rows(pooler, val[0], desc="train: warm-up, pooling val")
+    del pooler
     warm = fit(
         classifier.head,
         (pooled_train, train[1]),

@@ -163,7 +163,7 @@ def fine_tune(
 ) -> dict[str, Any]:
     """Steps 1-2: the warm-up head, then the backbone's top with it; saves both and every
     split pooled by the result to ``data/finetuned``. Returns metrics/finetune.json."""
-    from wastesort import features
+    from wastesort import features, pooling
     from wastesort.augmentation import FreshVariants
     from wastesort.model import build_classifier, top_backbone
     from wastesort.training import fitting
@@ -200,10 +200,10 @@ def fine_tune(
     )
     top_backbone(clf).save_weights(TOP_WEIGHTS)
     clf.head.save_weights(HEAD_WEIGHTS)
+    pooler = pooling.for_cpu(clf.pooler)
     for name, data in splits.items():
-        features.predict_to(
-            clf.pooler, data, POOLED, name, "float16", desc=f"train: pooling {name}"
-        )
+        features.predict_to(pooler, data, POOLED, name, "float16", desc=f"train: pooling {name}")
+    del pooler  # LiteRT's arena, before the final head
     speed = fitting.speed(result)
     print(
         f"train: top {len(top_backbone(clf).layers) - 1} {spec.name} layers fine-tuned, best "

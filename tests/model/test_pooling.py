@@ -1,0 +1,48 @@
+"""Pooling cached rows through LiteRT: the same features as Keras, and Keras wherever LiteRT
+would not run what trains (mixed precision, a distribution strategy)."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from wastesort import features, pooling
+from wastesort.model import ALL_LAYERS, BackboneSpec, build_classifier
+
+
+@pytest.mark.parametrize(
+    ("name", "layers"),
+    [("efficientnet_lite0", ALL_LAYERS), ("mobilenet_v2", 11)],
+    ids=["lite0-resized-images", "mobilenet-v2-activations"],
+)
+def test_litert_pools_what_keras_pools(name, layers):
+    clf = build_classifier(3, BackboneSpec((48, 64), None, layers, name), seed=4)
+    rng = np.random.default_rng(0)
+    resized = rng.integers(0, 256, (9, 48, 64, 3)).astype(np.uint8)
+    rows = clf.trunk.predict(resized, verbose=0)  # what `features` caches at this cut
+    lite = pooling.LitePooler(clf.pooler, threads=2)
+    want = features.predict(clf.pooler, rows, batch_size=4)
+    got = features.predict(lite, rows, batch_size=4)
+    assert got.shape == want.shape == (9, clf.pooler.output.shape[-1])
+    np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4)
+    # stored as train stores them: nearly every feature is the same float16
+    assert np.mean(got.astype(np.float16) == want.astype(np.float16)) > 0.9
+    # the same rows give the same features again, whatever batch they come in
+    np.testing.assert_array_equal(features.predict(lite, rows, batch_size=4), got)
+    np.testing.assert_allclose(lite.predict(rows[:1]), got[:1], rtol=1e-5, atol=1e-6)
+    assert features.predict(lite, rows[:0]).shape == (0, got.shape[1])
+
+
+def test_keras_pools_under_mixed_precision_or_a_strategy_and_litert_otherwise():
+    import tensorflow as tf
+
+    clf = build_classifier(3, BackboneSpec(32, None, ALL_LAYERS, "efficientnet_lite0"), seed=1)
+    assert isinstance(pooling.for_cpu(clf.pooler), pooling.LitePooler)
+    with tf.distribute.OneDeviceStrategy("/cpu:0").scope():
+        assert pooling.for_cpu(clf.pooler) is clf.pooler
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        assert pooling.for_cpu(clf.pooler) is clf.pooler
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
