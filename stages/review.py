@@ -21,7 +21,7 @@ def main() -> None:
     # the backbone above the cache's cut, still with its ImageNet weights: the cached rows
     # run through it, and no photo is decoded again
     spec = BackboneSpec.from_params(params["backbone"], params["finetune"])
-    pooler = pooling.for_cpu(build_classifier(2, spec).pooler)
+    pooler = pooling.for_cpu(build_classifier(2, spec))
     batch_size = config.typed("backbone", params["backbone"]).batch_size
     feats = review.frozen_features(pooler, data["features"], batch_size)
     table, metrics = review.review(feats, data, cfg)

@@ -106,6 +106,7 @@ class Classifier:
     top: keras.Model  # activations at the cut -> probabilities (fine-tuning trains this)
     pooler: keras.Model  # activations at the cut -> pooled features
     head: keras.Model  # pooled features -> probabilities (head training trains this)
+    spec: BackboneSpec  # what the model was built from
 
 
 def build_classifier(
@@ -157,7 +158,7 @@ def build_classifier(
     pooler = keras.Model(act_in, pooled(top_in), name="pooler")
     feat_in = keras.Input(shape=(int(pool.output.shape[-1]),), name="features")
     head = keras.Model(feat_in, classify(feat_in), name="head")
-    return Classifier(model, trunk, top, pooler, head)
+    return Classifier(model, trunk, top, pooler, head, spec)
 
 
 def top_backbone(classifier: Classifier) -> keras.Model | None:

@@ -21,7 +21,7 @@ def test_litert_pools_what_keras_pools(name, layers):
     rng = np.random.default_rng(0)
     resized = rng.integers(0, 256, (9, 48, 64, 3)).astype(np.uint8)
     rows = clf.trunk.predict(resized, verbose=0)  # what `features` caches at this cut
-    lite = pooling.LitePooler(clf.pooler, threads=2)
+    lite = pooling.LitePooler(clf, threads=2)
     want = features.predict(clf.pooler, rows, batch_size=4)
     got = features.predict(lite, rows, batch_size=4)
     assert got.shape == want.shape == (9, clf.pooler.output.shape[-1])
@@ -38,11 +38,25 @@ def test_keras_pools_under_mixed_precision_or_a_strategy_and_litert_otherwise():
     import tensorflow as tf
 
     clf = build_classifier(3, BackboneSpec(32, None, ALL_LAYERS, "efficientnet_lite0"), seed=1)
-    assert isinstance(pooling.for_cpu(clf.pooler), pooling.LitePooler)
+    assert isinstance(pooling.for_cpu(clf), pooling.LitePooler)
     with tf.distribute.OneDeviceStrategy("/cpu:0").scope():
-        assert pooling.for_cpu(clf.pooler) is clf.pooler
+        assert pooling.for_cpu(clf) is clf.pooler
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
-        assert pooling.for_cpu(clf.pooler) is clf.pooler
+        assert pooling.for_cpu(clf) is clf.pooler
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_a_failed_conversion_is_one_line_naming_the_step():
+    import dataclasses
+
+    from wastesort.config import UserError
+
+    clf = build_classifier(3, BackboneSpec(32, None, ALL_LAYERS, "efficientnet_lite0"), seed=1)
+    # weights that do not fit the network the child process builds from the spec
+    clf.spec = dataclasses.replace(clf.spec, name="mobilenet_v2")
+    with pytest.raises(UserError, match="converting the pooler to LiteRT failed") as failed:
+        pooling.LitePooler(clf)
+    message = str(failed.value)
+    assert "\n" not in message and len(message) < 400

@@ -303,7 +303,7 @@ def fine_tune(
     ``fresh`` (newly augmented images each epoch, see ``FreshVariants``) when given, else on
     the cached activations. ``callbacks`` see both phases' epochs, numbered on from one to the
     other (as in ``history_csv``)."""
-    pooler = pooling.for_cpu(classifier.pooler)
+    pooler = pooling.for_cpu(classifier)
     pooled_train = predict_rows(pooler, train[0], desc="train: warm-up, pooling train")
     pooled_val = predict_rows(pooler, val[0], desc="train: warm-up, pooling val")
     del pooler

@@ -200,7 +200,7 @@ def fine_tune(
     )
     top_backbone(clf).save_weights(TOP_WEIGHTS)
     clf.head.save_weights(HEAD_WEIGHTS)
-    pooler = pooling.for_cpu(clf.pooler)
+    pooler = pooling.for_cpu(clf)
     for name, data in splits.items():
         features.predict_to(pooler, data, POOLED, name, "float16", desc=f"train: pooling {name}")
     del pooler  # LiteRT's arena, before the final head
