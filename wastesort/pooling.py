@@ -3,8 +3,8 @@ fine-tuning, `review`'s frozen features) through a float32 LiteRT file on the CP
 features to float rounding, about 1.6 times as fast as Keras (decision 0027).
 
 The file is converted in a child process (``python -m wastesort.pooling``) from the pooler's
-weights: TensorFlow's converter holds about 0.45 GB until the process ends, which would add to
-the training process's peak.
+weights: TensorFlow's converter leaves about 0.45 GB of heap behind in its process, which would
+add to the training process's peak (decision 0027).
 """
 
 from __future__ import annotations
