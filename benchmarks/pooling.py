@@ -32,9 +32,9 @@ def main() -> int:
     ap.add_argument("--out", default="pooling.json")
     args = ap.parse_args()
 
-    from wastesort import config, features, paths, stage
+    from wastesort import config, export, features, paths, stage
 
-    tf = stage.load_tensorflow()  # as the stages start it (op determinism on)
+    stage.load_tensorflow()  # as the stages start it (op determinism on)
     from wastesort.litert import LiteModel
     from wastesort.model import BackboneSpec, build_classifier
 
@@ -45,17 +45,7 @@ def main() -> int:
     pooler = build_classifier(2, spec).pooler
     x = np.asarray(features.load(paths.FEATURES, "train")["features"][: args.rows])
     start = time.perf_counter()
-    from tensorflow.python.framework.convert_to_constants import (
-        convert_variables_to_constants_v2,
-    )
-
-    signature = tf.TensorSpec([None, *pooler.input_shape[1:]], tf.float32)
-    graph = convert_variables_to_constants_v2(
-        tf.function(lambda v: pooler(v, training=False)).get_concrete_function(signature)
-    )
-    lite = LiteModel(
-        tf.lite.TFLiteConverter.from_concrete_functions([graph]).convert(), args.threads
-    )
+    lite = LiteModel(export.float32_file(pooler), args.threads)  # the export stage's trace
     convert_s = time.perf_counter() - start
     speed: dict[str, list[float]] = {"keras": [], "litert": []}
     for _ in range(args.rounds):
