@@ -44,19 +44,22 @@ class LitePooler:
 
 
 def for_cpu(classifier):
-    """What pools cached rows outside training: on the CPU in float32 with no distribution
-    strategy, a ``LitePooler``; with a GPU, mixed precision or a strategy, the Keras
-    ``classifier.pooler`` itself."""
+    """What pools cached rows outside training: a ``LitePooler`` where ``litert_pools()``, else
+    the Keras ``classifier.pooler`` itself."""
+    return LitePooler(classifier) if litert_pools() else classifier.pooler
+
+
+def litert_pools() -> bool:
+    """LiteRT pools on the CPU in float32 with no distribution strategy; Keras pools with a GPU,
+    under mixed precision or inside a strategy's scope."""
     import keras
     import tensorflow as tf
 
-    if (
+    return not (
         tf.config.list_logical_devices("GPU")
         or keras.mixed_precision.global_policy().name != "float32"
         or tf.distribute.has_strategy()
-    ):
-        return classifier.pooler
-    return LitePooler(classifier)
+    )
 
 
 def convert_in_child(classifier) -> bytes:

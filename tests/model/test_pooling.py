@@ -21,7 +21,8 @@ def test_litert_pools_what_keras_pools(name, layers):
     rng = np.random.default_rng(0)
     resized = rng.integers(0, 256, (9, 48, 64, 3)).astype(np.uint8)
     rows = clf.trunk.predict(resized, verbose=0)  # what `features` caches at this cut
-    lite = pooling.LitePooler(clf, threads=2)
+    lite = pooling.for_cpu(clf)  # float32 on the CPU, no strategy: the LiteRT file
+    assert isinstance(lite, pooling.LitePooler)
     want = features.predict(clf.pooler, rows, batch_size=4)
     got = features.predict(lite, rows, batch_size=4)
     assert got.shape == want.shape == (9, clf.pooler.output.shape[-1])
@@ -37,15 +38,17 @@ def test_litert_pools_what_keras_pools(name, layers):
 def test_keras_pools_under_mixed_precision_or_a_strategy_and_litert_otherwise():
     import tensorflow as tf
 
-    clf = build_classifier(3, BackboneSpec(32, None, ALL_LAYERS, "efficientnet_lite0"), seed=1)
-    assert isinstance(pooling.for_cpu(clf), pooling.LitePooler)
+    assert pooling.litert_pools()  # float32 on a CPU-only machine
     with tf.distribute.OneDeviceStrategy("/cpu:0").scope():
-        assert pooling.for_cpu(clf) is clf.pooler
+        assert not pooling.litert_pools()
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
+        assert not pooling.litert_pools()
+        clf = build_classifier(3, BackboneSpec(32, None, ALL_LAYERS, "efficientnet_lite0"), seed=1)
         assert pooling.for_cpu(clf) is clf.pooler
     finally:
         keras.mixed_precision.set_global_policy("float32")
+    assert pooling.litert_pools()
 
 
 def test_a_failed_conversion_is_one_line_naming_the_step():
