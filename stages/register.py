@@ -42,17 +42,19 @@ def main() -> None:
         **{f"tflite_{kind}_sha256": exported[kind]["sha256"] for kind in FILES},
     }
     name, alias = cfg.model_name, cfg.alias
+    serve = config.typed("serve", params["serve"])
     verdict = challenger.challenge(
         name,
         alias,
         sha,
-        EXPORT / FILES["float32"],
+        EXPORT / FILES[serve.model],
         labels,
         config.data_root(params),
         artifacts.read_manifest(paths.split_manifest("test"), ("path", "label", "sha256")),
         config.typed("validate", params["validate"]).max_pixels,
         cfg.max_regression,
-        config.typed("serve", params["serve"]).min_confidence,
+        serve.min_confidence,
+        serve.model,
     )
     print(f"register: {verdict.reason}")
     version, created = registry.register_version(

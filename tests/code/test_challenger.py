@@ -71,7 +71,9 @@ def register_champion(mlflow, files: Path, tflite: bytes, trained_on: pd.DataFra
     (files / "model_float32.tflite").write_bytes(tflite)
     with mlflow.start_run() as run:
         mlflow.log_text(trained_on.to_csv(index=False), challenger.TRAIN_MANIFEST_ARTIFACT)
-        mlflow.log_artifact(str(files / "model_float32.tflite"), "export")
+        for kind in ("float32", "int8"):  # an int8 file only where the test wrote one
+            if (files / f"model_{kind}.tflite").is_file():
+                mlflow.log_artifact(str(files / f"model_{kind}.tflite"), "export")
     client = MlflowClient()
     client.create_registered_model("wastesort")
     mv = client.create_model_version(
@@ -179,6 +181,35 @@ def test_a_tie_on_accuracy_that_is_worse_elsewhere_is_held_and_the_figure_named(
     )  # fmt: skip
     assert held_on_ece.promote is False and held_on_ece.deciding == "ece"
     assert "calibration error" in held_on_ece.reason
+
+
+def test_the_served_kind_is_compared_with_the_champions_file_of_that_kind(registry, tmp_path):
+    """serve.model: int8 compares the challenger's int8 file with the champion's int8 file, not
+    its float32 one (here the champion's int8 file is the permuted, always-wrong model)."""
+    root = tmp_path / "data"
+    test = photos(root)
+    good, bad = colour_model(permute=False), colour_model(permute=True)
+    (tmp_path / "model_int8.tflite").write_bytes(bad)
+    register_champion(registry, tmp_path, good, test.iloc[:0])
+    (tmp_path / "new.tflite").write_bytes(good)
+    verdicts = {
+        kind: challenger.challenge(
+            "wastesort",
+            "champion",
+            "new-sha",
+            tmp_path / "new.tflite",
+            LABELS,
+            root,
+            test,
+            10**8,
+            max_regression=0.0,
+            kind=kind,
+        )
+        for kind in ("float32", "int8")
+    }
+    assert verdicts["float32"].champion_accuracy == 1.0  # the champion's float32 file: a tie
+    assert verdicts["int8"].champion_accuracy == 0.0  # its int8 file
+    assert verdicts["int8"].promote and verdicts["int8"].challenger_accuracy == 1.0
 
 
 def test_the_rule_figure_by_figure():

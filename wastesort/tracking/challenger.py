@@ -1,10 +1,10 @@
 """Champion against challenger: a new model takes the alias only if it is not worse than the
 current champion on the same images (as TFX's Evaluator blesses a model against a baseline).
 
-Both are scored by their exported float32 TFLite files (what is served) on the new test
-split, less the images the champion trained on: its train split is logged with its run
-(``data/train_manifest.csv``) and matched by content hash (a renamed photo still counts) and
-by near-duplicate group.
+Both are scored by their exported TFLite files of the kind that is served (``serve.model``,
+float32 or int8) on the new test split, less the images the champion trained on: its train
+split is logged with its run (``data/train_manifest.csv``) and matched by content hash (a
+renamed photo still counts) and by near-duplicate group.
 
 Accuracy decides first. A challenger within ``max_regression`` of the champion's accuracy
 (a tie included) must also be no worse, by more than ``max_regression``, on macro F1, the
@@ -23,7 +23,6 @@ import numpy as np
 import pandas as pd
 
 TRAIN_MANIFEST_ARTIFACT = "data/train_manifest.csv"
-FLOAT32_ARTIFACT = "export/model_float32.tflite"
 # the figures compared, in the order they decide; True where higher is better
 FIGURES = {
     "accuracy": True,
@@ -175,11 +174,15 @@ def challenge(
     max_pixels: int,
     max_regression: float,
     min_confidence: float = 0.0,
+    kind: str = "float32",
 ) -> Verdict:
-    """Compare the new model with ``models:/NAME@ALIAS`` (MLflow registry) on ``test``."""
+    """Compare the new model with ``models:/NAME@ALIAS`` (MLflow registry) on ``test``:
+    ``challenger_file`` against the champion's exported file of the same ``kind``."""
     import mlflow
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
+
+    from wastesort.export import FILES
 
     client = MlflowClient()
     try:
@@ -205,14 +208,14 @@ def challenge(
             )
             champion_file = Path(
                 mlflow.artifacts.download_artifacts(
-                    run_id=champion.run_id, artifact_path=FLOAT32_ARTIFACT, dst_path=tmp
+                    run_id=champion.run_id, artifact_path=f"export/{FILES[kind]}", dst_path=tmp
                 )
             )
         except (MlflowException, OSError) as exc:
             return Verdict(
                 True,
                 f"version {version} (@{alias}) lacks its train manifest or "
-                f"float32 file in run {champion.run_id} ({exc.__class__.__name__}"
+                f"{kind} file in run {champion.run_id} ({exc.__class__.__name__}"
                 "): no comparison",
                 version,
             )
