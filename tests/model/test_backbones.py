@@ -8,6 +8,7 @@ import io
 import pickle
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 
@@ -94,6 +95,10 @@ def test_converted_imagenet_classifier_sees_bottles_in_real_glass_photos():
     x = glass_photos(16, 224) * scale + offset
     shares = {}
     for weights in ("imagenet", None):
+        # the control is one fixed draw: a random network gives nearly every photo the same
+        # top 5, so an unseeded draw had a bottle class in it for all 16 (as seed 0 does)
+        # about one run in eight, whatever the weights' conversion
+        keras.utils.set_random_seed(1)
         net = lite.load("efficientnet_lite0", (224, 224, 3), weights, include_top=True)
         top5 = np.argsort(-np.asarray(net(x, training=False)), axis=1)[:, :5]
         shares[weights] = np.mean([bool(IMAGENET_BOTTLES & set(row)) for row in top5])
