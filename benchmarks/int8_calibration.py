@@ -46,24 +46,15 @@ def main() -> int:
     ap.add_argument("--out", default="int8_calibration.json")
     args = ap.parse_args()
 
-    from wastesort import artifacts, config, export, paths
-    from wastesort.features import load_resized
-    from wastesort.keras_scoring import KerasScorer
+    from int8_selective import Workspace
+
+    from wastesort import export
     from wastesort.litert import LiteModel
 
-    params = config.load_params()
-    cfg = config.section(params, "export")
-    root, max_pixels = config.data_root(params), int(params["validate"]["max_pixels"])
-    scorer = KerasScorer.from_files(paths.MODEL, paths.LABELS, max_pixels)
-    labels, size = scorer.labels, scorer.input_size
-    train = artifacts.read_manifest(paths.split_manifest("train")).sort_values("path")
-    train = train.reset_index(drop=True)
-    n = min(int(cfg["representative_images"]), len(train))
-    splits = {}
-    for split in ("val", "test"):
-        rows = artifacts.read_manifest(paths.split_manifest(split))
-        x = load_resized(root, rows["path"].tolist(), size, max_pixels)
-        splits[split] = x, np.array([labels.index(label) for label in rows["label"]])
+    ws = Workspace()
+    train, scorer = ws.train, ws.scorer
+    n = min(int(ws.export["representative_images"]), len(train))
+    splits = {split: ws.split(split) for split in ("val", "test")}
 
     def score(blob: bytes) -> dict[str, float]:
         model = LiteModel(blob)
@@ -74,14 +65,14 @@ def main() -> int:
 
     result = {
         "repo": str(Path.cwd()),
-        "split_seed": int(params["split"]["seed"]),
+        "split_seed": int(ws.params["split"]["seed"]),
         "float32": score(export.to_float32(scorer.model)),
         "int8": {},
     }
-    for name, rows in draws(train, n, int(cfg["seed"])).items():
+    for name, rows in draws(train, n, int(ws.export["seed"])).items():
         chosen = train.iloc[np.sort(rows)]
         start = time.perf_counter()
-        representative = load_resized(root, chosen["path"].tolist(), size, max_pixels)
+        representative = ws.images(chosen)
         scores = score(export.to_int8(scorer.model, representative))
         scores["drop_val"] = round(result["float32"]["val"] - scores["val"], 4)
         scores["drop_test"] = round(result["float32"]["test"] - scores["test"], 4)

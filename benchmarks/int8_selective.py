@@ -22,6 +22,39 @@ from pathlib import Path
 import numpy as np
 
 
+class Workspace:
+    """A finished run's workspace (the current folder), as its `export` stage reads it: the
+    params, the evaluated Keras model, the train manifest sorted by path (the order export's
+    calibration draw indexes) and its export settings."""
+
+    def __init__(self):
+        from wastesort import artifacts, config, paths
+        from wastesort.keras_scoring import KerasScorer
+
+        self.params = config.load_params()
+        self.export = config.section(self.params, "export")
+        self.root = config.data_root(self.params)
+        self.max_pixels = int(self.params["validate"]["max_pixels"])
+        self.scorer = KerasScorer.from_files(paths.MODEL, paths.LABELS, self.max_pixels)
+        train = artifacts.read_manifest(paths.split_manifest("train"))
+        self.train = train.sort_values("path").reset_index(drop=True)
+
+    def images(self, rows) -> np.ndarray:
+        """``rows``' photos resized as the model takes them."""
+        from wastesort.features import load_resized
+
+        paths = rows["path"].tolist()
+        return load_resized(self.root, paths, self.scorer.input_size, self.max_pixels)
+
+    def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """A split's images and class indices."""
+        from wastesort import artifacts, paths
+
+        rows = artifacts.read_manifest(paths.split_manifest(name))
+        truth = np.array([self.scorer.labels.index(label) for label in rows["label"]])
+        return self.images(rows), truth
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument(
@@ -34,27 +67,21 @@ def main() -> int:
     import tensorflow as tf
     from tensorflow.lite.python import convert
 
-    from wastesort import artifacts, config, export, paths
-    from wastesort.features import load_resized
-    from wastesort.keras_scoring import KerasScorer
+    from wastesort import export
     from wastesort.litert import LiteModel
 
-    params = config.load_params()
-    cfg = config.section(params, "export")
-    root, max_pixels = config.data_root(params), int(params["validate"]["max_pixels"])
-    scorer = KerasScorer.from_files(paths.MODEL, paths.LABELS, max_pixels)
-    labels, size = scorer.labels, scorer.input_size
-    train = artifacts.read_manifest(paths.split_manifest("train")).sort_values("path")
+    ws = Workspace()
+    cfg, train = ws.export, ws.train
     n = min(int(cfg["representative_images"]), len(train))
     rng = np.random.default_rng(int(cfg["seed"]))  # the export stage's own draw
     chosen = train.iloc[np.sort(rng.choice(len(train), n, replace=False))]
-    representative = load_resized(root, chosen["path"].tolist(), size, max_pixels)
+    representative = ws.images(chosen)
 
     def dataset():
         for i in range(len(representative)):
             yield [representative[i : i + 1]]
 
-    graph = export.frozen_graph(scorer.model)
+    graph = export.frozen_graph(ws.scorer.model)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([graph])
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = dataset
@@ -67,7 +94,7 @@ def main() -> int:
     stats["steps"] = np.sqrt(stats["mean_squared_error"]) / stats["scale"]
     worst = stats[stats["steps"] > args.threshold].sort_values("steps", ascending=False)
     files = {
-        **export.to_tflite(scorer.model, representative),  # as `export` writes both, one trace
+        **export.to_tflite(ws.scorer.model, representative),  # as `export` writes both, one trace
         # full-integer but for the layers named below (uint8 asked; the quantizer gives int8 ends)
         "int8_selective": convert.mlir_quantize(
             debugger.calibrated_model,
@@ -79,7 +106,7 @@ def main() -> int:
     }
     result = {
         "repo": str(Path.cwd()),
-        "split_seed": int(params["split"]["seed"]),
+        "split_seed": int(ws.params["split"]["seed"]),
         "threshold": args.threshold,
         "float_layers": [
             {"op": op, "layer": name.split(";")[0].split("/")[3], "steps": round(float(s), 3)}
@@ -89,9 +116,7 @@ def main() -> int:
         "bytes": {k: len(v) for k, v in files.items()},
     }
     for split in ("val", "test"):
-        rows = artifacts.read_manifest(paths.split_manifest(split))
-        x = load_resized(root, rows["path"].tolist(), size, max_pixels)
-        truth = np.array([labels.index(label) for label in rows["label"]])
+        x, truth = ws.split(split)
         answers = {k: LiteModel(v).predict_in_chunks(x).argmax(1) for k, v in files.items()}
         result[split] = {
             k: {
