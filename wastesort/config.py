@@ -137,7 +137,7 @@ class Distribute(Section):
 
 class Finetune(Section):
     layers: int | Literal["all"] = "all"
-    lr: Annotated[float, Field(gt=0)] = 1e-4
+    lr: Annotated[float, Field(gt=0)] = 3e-4
     lr_schedule: Literal["constant", "cosine"] = "cosine"
     ema_momentum: Annotated[float, Field(ge=0, lt=1)] = 0.99
     epochs: Count = 12

@@ -136,7 +136,7 @@ def test_unknown_learning_rate_schedule_is_named():
         recipes(params)
     warmup, fine, last = recipes(config.validated({}))
     assert (fine.lr_schedule, fine.ema_momentum, warmup.lr_schedule) == ("cosine", 0.99, "constant")
-    assert (warmup.lr, fine.lr, last.lr) == (1e-3, 1e-4, 1e-3)
+    assert (warmup.lr, fine.lr, last.lr) == (1e-3, 3e-4, 1e-3)
 
 
 def test_whole_backbone_fine_tuning_caches_resized_images():
