@@ -1,0 +1,119 @@
+"""Benchmark: which int8 file to serve: full-integer against int8 weights with dynamic ranges.
+
+In a pipeline run's workspace (its `export` stage ran), three files from one trace of the
+evaluated Keras model:
+
+- ``float32``: what `export` writes and the service serves by default;
+- ``int8``: full-integer post-training quantization, as `export` writes it (uint8 in and out,
+  calibrated on `export.representative_images` train photos drawn with `export.seed`);
+- ``int8_dynamic``: LiteRT's dynamic-range quantization (``Optimize.DEFAULT`` with no
+  calibration set): int8 weights, activations quantized per batch at run time, float32 in
+  and out.
+
+Each is scored on val (which chooses) and test, and timed under LiteRT the way the service
+runs it: one thread, one photo at a time (median of ``--repeats`` calls), and two threads on
+batches of 16 (images/s), with the CPU named.
+
+    cd WORKSPACE && PYTHONPATH=$PWD uv run --project /path/to/wastesort \
+        python /path/to/wastesort/benchmarks/int8_kinds.py --out int8_kinds.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def dynamic_range(graph) -> bytes:
+    """``graph`` (export's frozen trace) with int8 weights and dynamically quantized
+    activations: LiteRT's dynamic-range quantization."""
+    import tensorflow as tf
+
+    from wastesort import export
+
+    def converter():
+        made = tf.lite.TFLiteConverter.from_concrete_functions([graph])
+        made.optimizations = [tf.lite.Optimize.DEFAULT]
+        return made
+
+    return export._convert(converter)
+
+
+def timings(blob: bytes, images: np.ndarray, repeats: int) -> dict[str, float]:
+    """One thread, one photo per call: the median ms; two threads, batches of 16: images/s."""
+    from wastesort.litert import LiteModel
+
+    one = LiteModel(blob, num_threads=1)
+    for i in range(5):
+        one.predict(images[i : i + 1])
+    ms = []
+    for i in range(repeats):
+        start = time.perf_counter()
+        one.predict(images[i % len(images) : i % len(images) + 1])
+        ms.append(1000 * (time.perf_counter() - start))
+    two = LiteModel(blob, num_threads=2)
+    batch = images[:16]
+    two.predict(batch)
+    start, n = time.perf_counter(), 0
+    while time.perf_counter() - start < 10:
+        two.predict(batch)
+        n += len(batch)
+    return {
+        "one_thread_batch1_ms_p50": round(float(np.median(ms)), 2),
+        "two_threads_batch16_images_per_s": round(n / (time.perf_counter() - start), 1),
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--out", default="int8_kinds.json")
+    ap.add_argument("--repeats", type=int, default=200, help="one-photo calls timed per file")
+    args = ap.parse_args()
+
+    from int8_selective import Workspace
+    from pipeline import cpu_model
+
+    from wastesort import export
+    from wastesort.litert import LiteModel
+
+    ws = Workspace()
+    train = ws.train
+    n = min(int(ws.export["representative_images"]), len(train))
+    rng = np.random.default_rng(int(ws.export["seed"]))  # the export stage's own draw
+    representative = ws.images(train.iloc[np.sort(rng.choice(len(train), n, replace=False))])
+    graph = export.frozen_graph(ws.scorer.model)
+    files = {
+        "float32": export._float32(graph),
+        "int8": export._int8(graph, representative),
+        "int8_dynamic": dynamic_range(graph),
+    }
+    result: dict = {
+        "repo": str(Path.cwd()),
+        "split_seed": int(ws.params["split"]["seed"]),
+        "cpu": cpu_model(),
+        "bytes": {k: len(v) for k, v in files.items()},
+    }
+    for split in ("val", "test"):
+        x, truth = ws.split(split)
+        answers = {k: LiteModel(v).predict_in_chunks(x).argmax(1) for k, v in files.items()}
+        result[split] = {
+            k: {
+                "accuracy": round(float(np.mean(a == truth)), 4),
+                "drop": round(float(np.mean(answers["float32"] == truth) - np.mean(a == truth)), 4),
+                "agreement_with_float32": round(float(np.mean(a == answers["float32"])), 4),
+            }
+            for k, a in answers.items()
+        }
+        if split == "test":
+            result["speed"] = {k: timings(v, x, args.repeats) for k, v in files.items()}
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: result[k] for k in ("bytes", "val", "test", "speed")}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
