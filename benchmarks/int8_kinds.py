@@ -1,7 +1,7 @@
 """Benchmark: which int8 file to serve: full-integer against int8 weights with dynamic ranges.
 
-In a pipeline run's workspace (its `export` stage ran), three files from one trace of the
-evaluated Keras model:
+In a pipeline run's workspace (its `export` stage ran), three files from the evaluated Keras
+model:
 
 - ``float32``: what `export` writes and the service serves by default;
 - ``int8``: full-integer post-training quantization, as `export` writes it (uint8 in and out,
@@ -78,38 +78,21 @@ def main() -> int:
     from pipeline import cpu_model
 
     from wastesort import export
-    from wastesort.litert import LiteModel
 
     ws = Workspace()
-    train = ws.train
-    n = min(int(ws.export["representative_images"]), len(train))
-    rng = np.random.default_rng(int(ws.export["seed"]))  # the export stage's own draw
-    representative = ws.images(train.iloc[np.sort(rng.choice(len(train), n, replace=False))])
-    graph = export.frozen_graph(ws.scorer.model)
-    files = {
-        "float32": export._float32(graph),
-        "int8": export._int8(graph, representative),
-        "int8_dynamic": dynamic_range(graph),
+    files = {  # as `export` writes them (one trace), and the third from a trace of its own
+        **export.to_tflite(ws.scorer.model, ws.calibration_photos()),
+        "int8_dynamic": dynamic_range(export.frozen_graph(ws.scorer.model)),
     }
     result: dict = {
         "repo": str(Path.cwd()),
         "split_seed": int(ws.params["split"]["seed"]),
         "cpu": cpu_model(),
         "bytes": {k: len(v) for k, v in files.items()},
+        **ws.scores(files),
     }
-    for split in ("val", "test"):
-        x, truth = ws.split(split)
-        answers = {k: LiteModel(v).predict_in_chunks(x).argmax(1) for k, v in files.items()}
-        result[split] = {
-            k: {
-                "accuracy": round(float(np.mean(a == truth)), 4),
-                "drop": round(float(np.mean(answers["float32"] == truth) - np.mean(a == truth)), 4),
-                "agreement_with_float32": round(float(np.mean(a == answers["float32"])), 4),
-            }
-            for k, a in answers.items()
-        }
-        if split == "test":
-            result["speed"] = {k: timings(v, x, args.repeats) for k, v in files.items()}
+    test_images = ws.split("test")[0]
+    result["speed"] = {k: timings(v, test_images, args.repeats) for k, v in files.items()}
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: result[k] for k in ("bytes", "val", "test", "speed")}))
     return 0

@@ -54,6 +54,33 @@ class Workspace:
         truth = np.array([self.scorer.labels.index(label) for label in rows["label"]])
         return self.images(rows), truth
 
+    def calibration_photos(self) -> np.ndarray:
+        """The export stage's own draw of calibration photos (`export.representative_images`
+        train photos with `export.seed`)."""
+        n = min(int(self.export["representative_images"]), len(self.train))
+        rng = np.random.default_rng(int(self.export["seed"]))
+        return self.images(self.train.iloc[np.sort(rng.choice(len(self.train), n, replace=False))])
+
+    def scores(self, files: dict[str, bytes]) -> dict[str, dict]:
+        """Each TFLite file (one named ``float32``) on val and test: accuracy, its drop from
+        the float32 file's and top-1 agreement with it."""
+        from wastesort.litert import LiteModel
+
+        out = {}
+        for split in ("val", "test"):
+            x, truth = self.split(split)
+            answers = {k: LiteModel(v).predict_in_chunks(x).argmax(1) for k, v in files.items()}
+            reference = float(np.mean(answers["float32"] == truth))
+            out[split] = {
+                k: {
+                    "accuracy": round(float(np.mean(a == truth)), 4),
+                    "drop": round(reference - float(np.mean(a == truth)), 4),
+                    "agreement_with_float32": round(float(np.mean(a == answers["float32"])), 4),
+                }
+                for k, a in answers.items()
+            }
+        return out
+
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
@@ -68,14 +95,9 @@ def main() -> int:
     from tensorflow.lite.python import convert
 
     from wastesort import export
-    from wastesort.litert import LiteModel
 
     ws = Workspace()
-    cfg, train = ws.export, ws.train
-    n = min(int(cfg["representative_images"]), len(train))
-    rng = np.random.default_rng(int(cfg["seed"]))  # the export stage's own draw
-    chosen = train.iloc[np.sort(rng.choice(len(train), n, replace=False))]
-    representative = ws.images(chosen)
+    representative = ws.calibration_photos()
 
     def dataset():
         for i in range(len(representative)):
@@ -115,16 +137,7 @@ def main() -> int:
         "steps_median": round(float(stats["steps"].median()), 3),
         "bytes": {k: len(v) for k, v in files.items()},
     }
-    for split in ("val", "test"):
-        x, truth = ws.split(split)
-        answers = {k: LiteModel(v).predict_in_chunks(x).argmax(1) for k, v in files.items()}
-        result[split] = {
-            k: {
-                "accuracy": round(float(np.mean(a == truth)), 4),
-                "agreement_with_float32": round(float(np.mean(a == answers["float32"])), 4),
-            }
-            for k, a in answers.items()
-        }
+    result.update(ws.scores(files))
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({s: result[s] for s in ("val", "test")}))
     return 0
