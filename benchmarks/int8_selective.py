@@ -15,6 +15,7 @@ file `export` writes.
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import json
 from pathlib import Path
@@ -46,8 +47,9 @@ class Workspace:
         paths = rows["path"].tolist()
         return load_resized(self.root, paths, self.scorer.input_size, self.max_pixels)
 
+    @functools.cache  # noqa: B019 (one Workspace a run: its splits are decoded once)
     def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        """A split's images and class indices."""
+        """A split's images and class indices, decoded once."""
         from wastesort import artifacts, paths
 
         rows = artifacts.read_manifest(paths.split_manifest(name))
