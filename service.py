@@ -33,6 +33,7 @@ from wastesort.serving import (
     resolve_once,
 )
 from wastesort.serving.guard import SENT_FIELD_HEADER
+from wastesort.serving.heap import keep_request_buffers
 from wastesort.serving.metrics import ServiceMetrics
 
 try:
@@ -52,6 +53,7 @@ class WasteSort:
 
     def __init__(self) -> None:
         global METRICS
+        keep_request_buffers()  # each worker: a photo's arrays from the heap, not fresh mmaps
         self.champion = load_champion(CFG, CHAMPION, self.bento_model)
         # after a quiet spell the model gives back the memory of its largest batch
         self.batcher = Batcher(

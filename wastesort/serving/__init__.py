@@ -5,7 +5,7 @@ under LiteRT.
 
 ``answers``: settings, uploads and answers; ``champion``: which model and its files;
 ``batching``: adaptive batches; ``guard``: the request checks in front of BentoML;
-``metrics``: the Prometheus counters.
+``heap``: malloc set for same-sized requests; ``metrics``: the Prometheus counters.
 """
 
 from wastesort.serving.answers import (
