@@ -22,25 +22,21 @@ def test_a_challenger_short_of_the_champion_leaves_the_alias(pipeline_repo, tmp_
     """A new model that does not beat the champion by the margin register.max_regression asks
     for (here -1.0: better by 100 points, which nothing is) is registered without the alias."""
     repo = copy_repo(pipeline_repo, tmp_path / "repo")
-    params = (repo / "params.yaml").read_text()
-    try:
-        proc = run(
-            [
-                "dvc",
-                "exp",
-                "run",
-                "-S",
-                "evaluate.min_accuracy=0.0",
-                "-S",
-                "register.max_regression=-1.0",
-                "-S",
-                "train.calibrate=false",
-            ],
-            repo,
-            env=repo_env(repo),
-        )
-    finally:
-        (repo / "params.yaml").write_text(params)
+    proc = run(
+        [
+            "dvc",
+            "exp",
+            "run",
+            "-S",
+            "evaluate.min_accuracy=0.0",
+            "-S",
+            "register.max_regression=-1.0",
+            "-S",
+            "train.calibrate=false",
+        ],
+        repo,
+        env=repo_env(repo),
+    )
     assert "the alias stays" in proc.stdout and "for version 1 (@champion)" in proc.stdout
     versions, champion = registered_versions(repo)
     assert champion == "1" and versions[-1] != "1"
