@@ -102,8 +102,8 @@ def test_no_tensorflow_in_any_server_process(server):
 
 def test_a_photo_costs_the_workers_few_page_faults(server):
     """Each worker sets malloc for same-sized requests (`serving.heap`): a photo's arrays come
-    from the heap and are reused, not fresh mmaps the kernel zero-fills page by page (this
-    test measured about 940 page faults per photo without it, 330 with it)."""
+    from the heap and are reused, not fresh mmaps the kernel zero-fills page by page (the
+    bound sits between the counts with and without it: BENCHMARKS.md, Serving)."""
     jpeg = g.jpeg(512, 384)  # TrashNet's size: its decoded array alone is 144 pages
 
     def faults() -> int:  # minor page faults, /proc/PID/stat's tenth field

@@ -3,11 +3,11 @@
 Every request allocates a few arrays of about 0.6-0.7 MB (the decoded photo, the resize's
 rows and columns, the model's input). Above glibc's mmap threshold (128 KB, raised only when
 such a block is freed) each one is a fresh ``mmap`` that the kernel zero-fills page by page and
-unmaps again when it is freed: about 1,800 page faults per photo. With the threshold at 16 MB
+unmaps again when it is freed: hundreds of page faults per photo. With the threshold at 16 MB
 they come from the heap and its freed memory is reused; the heap keeps up to 64 MB of it (the
 trim threshold) rather than returning it at once. Blocks above 16 MB (a large batch, the
 LiteRT arena of one) are still mapped and given back when freed. Measured in BENCHMARKS.md
-(Serving).
+(Serving) and decision 0031.
 """
 
 from __future__ import annotations
