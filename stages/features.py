@@ -17,7 +17,7 @@ METRICS = paths.metrics("features.json")
 def main() -> None:
     stage.load_tensorflow()
     params = config.load_params()
-    from wastesort import artifacts, features
+    from wastesort import artifacts, features, pooling
     from wastesort.model import BackboneSpec, build_classifier, cache_dtype, cache_model
 
     spec = BackboneSpec.from_params(params["backbone"], params["finetune"])
@@ -51,6 +51,8 @@ def main() -> None:
             f"features: {name}: {written[name]['rows']} rows of "
             f"{tuple(extractor.output.shape[1:])} {dtype} cached"
         )
+    if pooling.write_frozen(classifier, OUT_DIR) is not None:
+        print(f"features: the frozen pooler as LiteRT, for review and the warm-up: {OUT_DIR}")
     photos = sum(len(split) for split in splits.values())
     total = sum(w["bytes"] for w in written.values())
     summary = {

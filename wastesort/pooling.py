@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -27,26 +28,67 @@ from wastesort.config import UserError
 CHUNK = 8
 
 
-class LitePooler:
-    """``classifier.pooler`` (its weights as they are now) as a float32 LiteRT file, with Keras'
-    ``predict`` call; ``batch_size`` is ignored (LiteRT runs ``CHUNK`` rows at a time)."""
+#: the frozen pooler's file in the features cache (``write_frozen``)
+FROZEN = "pooler.tflite"
 
-    def __init__(self, classifier, threads: int | None = None):
+
+class LitePooler:
+    """A float32 LiteRT pooler with Keras' ``predict`` call; ``batch_size`` is ignored (LiteRT
+    runs ``CHUNK`` rows at a time). ``content``: the file's bytes (``convert_in_child``)."""
+
+    def __init__(self, content: bytes, threads: int | None = None):
         from wastesort.litert import LiteModel
 
-        self.output = classifier.pooler.output
         threads = threads or len(os.sched_getaffinity(0))
-        self.lite = LiteModel(convert_in_child(classifier), threads)
+        self.lite = LiteModel(content, threads)
+        self.output = SimpleNamespace(shape=(None, self.lite.n_outputs))  # as a Keras model's
 
     def predict(self, x, batch_size: int | None = None, verbose: int = 0) -> np.ndarray:
         # cast a chunk at a time: 512 cached uint8 rows at 240 px are 354 MB as float32
         return self.lite.predict_in_chunks(np.asarray(x), CHUNK)
 
 
-def for_cpu(classifier):
-    """What pools cached rows outside training: a ``LitePooler`` where ``litert_pools()``, else
-    the Keras ``classifier.pooler`` itself."""
-    return LitePooler(classifier) if litert_pools() else classifier.pooler
+def for_cpu(classifier, frozen: Path | None = None):
+    """What pools cached rows outside training: where ``litert_pools()``, a ``LitePooler`` of
+    ``classifier.pooler`` (its weights as they are now), read from ``frozen`` (``write_frozen``'s
+    file) when that is given and exists, else converted; otherwise the Keras
+    ``classifier.pooler`` itself."""
+    if not litert_pools():
+        return classifier.pooler
+    if frozen is not None and frozen.is_file():
+        return LitePooler(frozen.read_bytes())
+    return LitePooler(convert_in_child(classifier))
+
+
+def has_frozen_file(classifier) -> bool:
+    """The cache's rows go through a backbone top (``finetune.layers`` not 0) whose starting
+    weights are fixed (ImageNet or a weights file, not a seed's draw), and LiteRT pools here: the
+    case where ``write_frozen`` writes its file."""
+    return (
+        classifier.spec.fine_tune_layers != 0
+        and classifier.spec.weights is not None
+        and litert_pools()
+    )
+
+
+def write_frozen(classifier, folder: Path) -> Path | None:
+    """The backbone above the cache's cut with its starting weights, and pooling
+    (``classifier.pooler`` before any training) as a float32 LiteRT file in the features cache:
+    `review` pools every row through it and `train`'s warm-up pools the train and val rows, so it
+    is converted once, here. None (nothing written) unless ``has_frozen_file``."""
+    path = folder / FROZEN
+    path.unlink(missing_ok=True)
+    if not has_frozen_file(classifier):
+        return None
+    path.write_bytes(convert_in_child(classifier))
+    return path
+
+
+def cached_frozen(folder: Path) -> LitePooler | None:
+    """``write_frozen``'s file in ``folder`` as a ``LitePooler``, without TensorFlow; None when
+    the cache has none."""
+    path = folder / FROZEN
+    return LitePooler(path.read_bytes()) if path.is_file() else None
 
 
 def litert_pools() -> bool:

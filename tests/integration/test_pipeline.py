@@ -89,6 +89,25 @@ def test_stages_name_their_device_and_hide_tensorflow_start_up(scratch_repo):
         assert noise not in text, noise
 
 
+def test_review_pools_through_the_features_cache_without_tensorflow(scratch_repo, tmp_path):
+    """`features` leaves the frozen pooler as a LiteRT file; `review` pools every cached row
+    through it with no TensorFlow in its process (here a `tensorflow` that fails to import is
+    first on its path) and reports what it reported when the pipeline ran."""
+    repo = scratch_repo
+    assert (repo / "data/features/pooler.tflite").stat().st_size > 0
+    before = read_json(repo / "metrics/review.json")
+    blocker = tmp_path / "no_tensorflow" / "tensorflow"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text('raise ImportError("review imported tensorflow")\n')
+    out = run(
+        ["dvc", "repro", "-f", "-s", "review"],
+        repo,
+        env=repo_env(repo, PYTHONPATH=str(blocker.parent)),
+    )
+    assert "Running stage 'review'" in out.stdout
+    assert read_json(repo / "metrics/review.json") == before
+
+
 def test_pipeline_outputs(repo):
     summary = read_json(repo / "metrics/validation.json")
     assert summary["accepted"] == 36 and summary["rejected"] == 0

@@ -60,6 +60,36 @@ def test_a_failed_conversion_is_one_line_naming_the_step():
     # weights that do not fit the network the child process builds from the spec
     clf.spec = dataclasses.replace(clf.spec, name="mobilenet_v2")
     with pytest.raises(UserError, match="converting the pooler to LiteRT failed") as failed:
-        pooling.LitePooler(clf)
+        pooling.convert_in_child(clf)
     message = str(failed.value)
     assert "\n" not in message and len(message) < 400
+
+
+def test_the_frozen_pooler_is_converted_once_for_review_and_the_warm_up(tmp_path, monkeypatch):
+    """`features` leaves the pooler with its fixed starting weights as a LiteRT file
+    (``write_frozen``); `review` (``cached_frozen``, no TensorFlow) and the warm-up of a
+    classifier built with another seed (``for_cpu``) pool through it and convert nothing. A
+    seed's random weights or a cache that is pooled already get no file, and a stale one goes."""
+    import dataclasses
+
+    spec = BackboneSpec(32, "imagenet", ALL_LAYERS, "efficientnet_lite0")
+    path = pooling.write_frozen(build_classifier(3, spec, seed=1), tmp_path)
+    assert path == tmp_path / pooling.FROZEN and path.stat().st_size > 0
+
+    def converted_again(_classifier):
+        raise AssertionError("the frozen pooler was converted again")
+
+    monkeypatch.setattr(pooling, "convert_in_child", converted_again)
+    warm = build_classifier(4, spec, seed=42)
+    resized = np.random.default_rng(0).integers(0, 256, (5, 32, 32, 3)).astype(np.uint8)
+    rows = warm.trunk.predict(resized, verbose=0)
+    got = features.predict(pooling.for_cpu(warm, path), rows)
+    np.testing.assert_array_equal(features.predict(pooling.cached_frozen(tmp_path), rows), got)
+    np.testing.assert_allclose(got, features.predict(warm.pooler, rows), rtol=1e-3, atol=1e-4)
+    for other in (
+        dataclasses.replace(spec, weights=None),
+        dataclasses.replace(spec, fine_tune_layers=0),
+    ):
+        assert pooling.write_frozen(build_classifier(3, other, seed=1), tmp_path) is None, other
+        assert not path.exists() and pooling.cached_frozen(tmp_path) is None
+        path.write_bytes(b"stale")

@@ -298,12 +298,14 @@ def fine_tune(
     history_csv: Path,
     fresh=None,
     callbacks: list | None = None,
+    frozen: Path | None = None,
 ) -> TrainingResult:
     """Head first on pooled activations, then the backbone top and head together, on
     ``fresh`` (newly augmented images each epoch, see ``FreshVariants``) when given, else on
     the cached activations. ``callbacks`` see both phases' epochs, numbered on from one to the
-    other (as in ``history_csv``)."""
-    pooler = pooling.for_cpu(classifier)
+    other (as in ``history_csv``). ``frozen``: the features cache's LiteRT file of the pooler
+    as built (``pooling.write_frozen``), which pools the warm-up's rows where it exists."""
+    pooler = pooling.for_cpu(classifier, frozen)
     pooled_train = predict_rows(pooler, train[0], desc="train: warm-up, pooling train")
     pooled_val = predict_rows(pooler, val[0], desc="train: warm-up, pooling val")
     del pooler

@@ -195,8 +195,19 @@ def fine_tune(
         fresh = FreshVariants.from_params(images, labels, len(classes), clf.trunk, params)
     if on_start is not None:
         on_start()
+    # the warm-up pools through the features cache's file of this very pooler (fixed starting
+    # weights), converted once for review and here; a seed's random weights are converted here
+    frozen = paths.FEATURES / pooling.FROZEN if pooling.has_frozen_file(clf) else None
     result = fitting.fine_tune(
-        clf, xy["train"], xy["val"], warmup, fine, FINETUNE_HISTORY, fresh, list(callbacks)
+        clf,
+        xy["train"],
+        xy["val"],
+        warmup,
+        fine,
+        FINETUNE_HISTORY,
+        fresh,
+        list(callbacks),
+        frozen,
     )
     top_backbone(clf).save_weights(TOP_WEIGHTS)
     clf.head.save_weights(HEAD_WEIGHTS)
