@@ -3,7 +3,10 @@
 Runs `pytest` (extra arguments are passed on: `-n 0` for one process, `-m "not slow" tests/code
 tests/data tests/model` for `make test-fast`) under CI=true, so nothing is skipped for a missing
 PostgreSQL or Chromium, and records the wall and CPU seconds of it and every process it
-started, the pass/fail line and the 20 slowest test phases, with the CPU named.
+started, the pass/fail line and the 20 slowest test phases, with the CPU named; and, from
+`benchmarks/sitecustomize.py`, the CPU seconds of the Python processes the tests started, by
+kind (a stage script, the pooler's conversion child, `dvc`, `bentoml`, a pytest worker), and
+how many imported TensorFlow.
 
     uv run python benchmarks/suite.py --out benchmarks/results/suite.json [-- PYTEST_ARGS]
 """
@@ -51,6 +54,37 @@ def workers(timeline: Path) -> dict:
     return out
 
 
+def kind(argv: list[str]) -> str:
+    """A process's kind from its argv: the stage script, the module or the tool and verb."""
+    first = argv[0] if argv else ""
+    if first.startswith("stages/") or first.endswith("pooling.py"):
+        return first if first.startswith("stages/") else "pooler conversion"
+    if first == "-c":  # a pytest-xdist worker, or an inline check a test runs
+        return "python -c"
+    tool = Path(first).name
+    if tool == "__main__.py":  # python -m PACKAGE
+        tool = f"python -m {Path(first).parent.name}"
+    verb = argv[1] if len(argv) > 1 and argv[1].isidentifier() else ""
+    return f"{tool} {verb}".strip()
+
+
+def processes(log: Path) -> dict:
+    """CPU seconds and counts per kind of process, from sitecustomize's log."""
+    if not log.exists():
+        return {}
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    kinds: dict[str, dict] = {}
+    for r in rows:
+        k = kinds.setdefault(kind(r["argv"]), {"processes": 0, "cpu_seconds": 0.0})
+        k["processes"] += 1
+        k["cpu_seconds"] = round(k["cpu_seconds"] + r["cpu_seconds"], 2)
+    return {
+        "logged_cpu_seconds": round(sum(r["cpu_seconds"] for r in rows), 1),
+        "tensorflow_processes": sum(r["tensorflow"] for r in rows),
+        "by_kind": dict(sorted(kinds.items(), key=lambda kv: -kv[1]["cpu_seconds"])),
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(REPO / "benchmarks/results/suite.json"))
@@ -58,11 +92,14 @@ def main() -> int:
     args = ap.parse_args()
     timeline = Path(args.out).with_suffix(".timeline.jsonl")
     timeline.unlink(missing_ok=True)
+    process_log = Path(args.out).with_suffix(".processes.jsonl")
+    process_log.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "pytest", "-p", "timeline", *args.pytest_args]
     env = {
         **os.environ,
         "CI": "true",
         "WASTESORT_TIMELINE": str(timeline),
+        "WASTESORT_PROCESS_LOG": str(process_log),
         "PYTHONPATH": os.pathsep.join(
             filter(None, [str(REPO / "benchmarks"), os.environ.get("PYTHONPATH")])
         ),
@@ -93,6 +130,7 @@ def main() -> int:
         ).stdout.strip(),
         "slowest": slowest[:20],
         "workers": workers(timeline),
+        "processes": processes(process_log),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
